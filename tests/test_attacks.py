@@ -1,0 +1,120 @@
+"""attacks.py: the eps-ball, eps = 0, per-sample eps, strength against no attack and noise, batching."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+from attacks import ATTACKERS, gaussian_kl, perturb
+
+OBS_DIM, ACT_DIM, B = 6, 2, 32
+
+
+class Policy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(OBS_DIM, 32), nn.Tanh(), nn.Linear(32, 2 * ACT_DIM))
+
+    def forward(self, obs):
+        mean, log_std = self.net(obs).chunk(2, -1)
+        return torch.tanh(mean), log_std.clamp(-3, 1).exp()
+
+
+class Critic(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(OBS_DIM + ACT_DIM, 32), nn.Tanh(), nn.Linear(32, 1))
+
+    def forward(self, obs, act):
+        return self.net(torch.cat([obs, act], -1)).squeeze(-1)
+
+
+@pytest.fixture
+def victim():
+    torch.manual_seed(0)
+    policy, qr, qc = Policy(), Critic(), Critic()
+    policy.eval()
+    qr.train()
+    obs = torch.randn(B, OBS_DIM)
+    return policy, qr, qc, obs
+
+
+def run(attacker, victim, eps, steps=50, seed=0):
+    policy, qr, qc, obs = victim
+    return perturb(attacker, obs, eps, policy, qr, qc, steps=steps, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("attacker", ATTACKERS)
+@pytest.mark.parametrize("eps", [0.05, 0.3])
+def test_stays_in_ball_and_leaves_models_alone(attacker, eps, victim):
+    policy, qr, qc, obs = victim
+    adv = run(attacker, victim, eps)
+    assert adv.shape == obs.shape
+    assert (adv - obs).abs().max() <= eps + 1e-6
+    for model in (policy, qr, qc):
+        assert all(p.grad is None for p in model.parameters())
+    assert not policy.training and qr.training and qc.training
+
+
+@pytest.mark.parametrize("attacker", ATTACKERS)
+def test_zero_eps_changes_nothing(attacker, victim):
+    assert torch.equal(run(attacker, victim, 0.0), victim[3])
+
+
+@pytest.mark.parametrize("attacker", ATTACKERS)
+def test_per_sample_eps(attacker, victim):
+    obs = victim[3]
+    eps = torch.linspace(0, 0.5, B)
+    delta = (run(attacker, victim, eps) - obs).abs().amax(1)
+    assert (delta <= eps + 1e-6).all()
+    assert delta[0] == 0
+    if attacker != "none":
+        assert delta[-1] > 0.25  # the large budgets are used
+
+
+def test_negative_eps_is_rejected(victim):
+    with pytest.raises(ValueError, match="eps"):
+        run("mc", victim, -0.1)
+
+
+def test_unknown_attacker_is_rejected(victim):
+    with pytest.raises(ValueError, match="unknown attacker 'foo'"):
+        run("foo", victim, 0.1)
+
+
+def q_of_attack(critic, victim, adv):
+    policy, _, _, obs = victim
+    with torch.no_grad():
+        return critic(obs, policy(adv)[0]).mean()
+
+
+@pytest.mark.parametrize("attacker,critic_index", [("mc", 2), ("mr", 1)])
+def test_critic_attack_raises_its_q(attacker, critic_index, victim):
+    critic, eps = victim[critic_index], 0.2
+    clean = q_of_attack(critic, victim, victim[3])
+    noise = q_of_attack(critic, victim, run("uniform", victim, eps))
+    attacked = q_of_attack(critic, victim, run(attacker, victim, eps))
+    assert attacked > clean + 1e-3 and attacked > noise + 1e-3
+
+
+def test_critic_attack_keeps_best_iterate_per_sample(victim):
+    policy, _, qc, obs = victim
+    adv = run("mc", victim, 0.2)
+    with torch.no_grad():
+        assert (qc(obs, policy(adv)[0]) >= qc(obs, policy(obs)[0]) - 1e-6).all()
+
+
+def test_mad_raises_kl(victim):
+    policy, _, _, obs = victim
+    eps = 0.2
+    with torch.no_grad():
+        mean0, std0 = policy(obs)
+        kl = lambda adv: gaussian_kl(mean0, std0, *policy(adv)).mean()  # noqa: E731
+        assert kl(run("mad", victim, eps)) > 2 * kl(run("uniform", victim, eps))
+
+
+@pytest.mark.parametrize("attacker", ["mc", "mr"])
+def test_batch_equals_separate_calls(attacker, victim):
+    policy, qr, qc, obs = victim
+    batched = perturb(attacker, obs, 0.2, policy, qr, qc, steps=30)
+    single = torch.cat([perturb(attacker, obs[i:i + 1], 0.2, policy, qr, qc, steps=30) for i in range(B)])
+    assert torch.allclose(batched, single, atol=1e-5)

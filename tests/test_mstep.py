@@ -1,0 +1,33 @@
+"""M-step of cvpo.py: on fixed E-step weights the KL parts stay in their bounds and the likelihood rises."""
+
+import copy
+
+import pytest
+import torch
+
+import cvpo
+
+
+@pytest.mark.parametrize("env_id", ["SafetyCarCircle-v0", "SafetyBallCircle-v0", "SafetyDroneRun-v0"])
+def test_m_step_respects_kl_bounds_and_raises_likelihood(env_id):
+    args = cvpo.resolve_args(cvpo.Args(env_id=env_id))
+    torch.manual_seed(0)
+    obs_dim, act_dim, n, k = 8, 2, 256, args.num_particles
+    actor = cvpo.Actor(obs_dim, act_dim)
+    target_actor = copy.deepcopy(actor).requires_grad_(False)
+    actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr)
+    obs = torch.randn(n, obs_dim)
+    with torch.no_grad():
+        old_mean, old_std = target_actor(obs)
+        particles = (old_mean.unsqueeze(1) + old_std.unsqueeze(1) * torch.randn(n, k, act_dim)).clamp(-1, 1)
+        # the E-step prefers particles with high a[0] and low a[1]: a shift the trust region must hold back
+        weights = torch.softmax((particles[..., 0] - particles[..., 1]) / 0.1, dim=1)
+    before = cvpo.m_step_terms(actor, obs, old_mean, old_std, particles, weights)[0].item()
+    duals = [1.0, 1.0]
+    for _ in range(50):  # repeated updates on the same batch: the multipliers settle
+        cvpo.m_step(actor, target_actor, actor_opt, obs, particles, weights, duals, args)
+    log_lik, kl_mean, kl_std = cvpo.m_step_terms(actor, obs, old_mean, old_std, particles, weights)
+    assert log_lik.item() > before
+    assert kl_mean.item() <= 1.5 * args.mstep_kl
+    assert kl_std.item() <= 1.5 * args.mstep_kl_std
+    assert duals[0] >= 0 and duals[1] >= 0
