@@ -74,7 +74,7 @@ class Args:
     gamma: float = 0.99
     """discount factor"""
     polyak: float = 0.995
-    """polyak weight rho of the target critics and target (old) actor, eq. (61)"""
+    """polyak weight rho of the target critics, eq. (61); the old actor pi_theta_i is copied after every update"""
     critic_lr: Optional[float] = None
     """learning rate of the reward and cost critics (preset per env)"""
     actor_lr: Optional[float] = None
@@ -83,6 +83,8 @@ class Args:
     """action particles K per state in the E-step (preset per env)"""
     estep_kl: Optional[float] = None
     """E-step KL bound delta of eq. (4) (preset per env)"""
+    lam_max: float = 20.0
+    """upper bound of lam in the dual (6): where no re-weighting meets the cost bound, reward still counts"""
     mstep_iters: Optional[int] = None
     """M-step gradient iterations per update (preset per env)"""
     mstep_kl: Optional[float] = None
@@ -110,7 +112,7 @@ class Args:
     attack_lr: float = 0.2
     """attacker step size as a fraction of eps"""
     eval_checkpoint: Optional[str] = None
-    """evaluate this model.pt under the attackers, without training"""
+    """evaluate this model.pt under the attackers, without training (episodes seeded by its training seed)"""
     eval_output: Optional[str] = None
     """where --eval-checkpoint writes its JSON (default: eval_checkpoint.json beside the checkpoint)"""
 
@@ -131,13 +133,13 @@ def resolve_args(args):
         if getattr(args, name) is None:
             setattr(args, name, value)
     for name in ("total_timesteps", "steps_per_epoch", "num_envs", "batch_size", "buffer_size", "num_particles",
-                 "mstep_iters", "eval_episodes", "threads"):
+                 "mstep_iters", "eval_episodes", "attack_steps", "threads"):
         if getattr(args, name) <= 0:
             fail(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
-    for name in ("learning_starts", "attack_steps", "eval_every", "updates_per_step", "cost_limit"):
+    for name in ("learning_starts", "eval_every", "updates_per_step", "cost_limit"):
         if getattr(args, name) < 0:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    for name in ("eps", "estep_kl", "mstep_kl", "mstep_kl_std", "actor_lr", "critic_lr", "mstep_dual_lr",
+    for name in ("eps", "lam_max", "estep_kl", "mstep_kl", "mstep_kl_std", "actor_lr", "critic_lr", "mstep_dual_lr",
                  "max_grad_norm", "attack_lr"):
         if not getattr(args, name) >= 0:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
@@ -261,19 +263,20 @@ def dual_function(x, qr, qc, estep_kl, qc_threshold):
     return g, np.array([d_eta, d_lam])
 
 
-ETA_BOUNDS, LAM_BOUNDS = (1e-6, 1e6), (0.0, 1e6)
+ETA_BOUNDS = (1e-6, 1e6)
 
 
-def solve_dual(qr, qc, estep_kl, qc_threshold, x0):
-    """Minimise the convex dual (6) over eta > 0, lam >= 0 with L-BFGS-B, warm-started at x0."""
+def solve_dual(qr, qc, estep_kl, qc_threshold, x0, lam_max=20.0):
+    """Minimise the convex dual (6) over eta > 0, 0 <= lam <= lam_max with L-BFGS-B, warm-started at x0."""
     qr, qc = np.asarray(qr, np.float64), np.asarray(qc, np.float64)
-    x0 = np.clip(x0, [ETA_BOUNDS[0], LAM_BOUNDS[0]], [ETA_BOUNDS[1], LAM_BOUNDS[1]])
+    x0 = np.clip(x0, [ETA_BOUNDS[0], 0.0], [ETA_BOUNDS[1], lam_max])
     res = scipy.optimize.minimize(dual_function, x0, args=(qr, qc, estep_kl, qc_threshold), jac=True,
-                                  method="L-BFGS-B", bounds=[ETA_BOUNDS, LAM_BOUNDS])
+                                  method="L-BFGS-B", bounds=[ETA_BOUNDS, (0.0, lam_max)])
     return float(res.x[0]), float(res.x[1])
 
 
-def e_step(obs, target_actor, target_qr1, target_qr2, target_qc, num_particles, estep_kl, qc_threshold, x0):
+def e_step(obs, target_actor, target_qr1, target_qr2, target_qc, num_particles, estep_kl, qc_threshold, x0,
+           lam_max=20.0):
     """Constrained E-step: K particles a_nk ~ pi_old(.|s_n), dual (6), weights q_nk of eq. (5)."""
     n = obs.shape[0]
     with torch.no_grad():
@@ -283,7 +286,7 @@ def e_step(obs, target_actor, target_qr1, target_qr2, target_qc, num_particles, 
         flat_act = particles.reshape(n * num_particles, -1)
         qr = torch.min(target_qr1(flat_obs, flat_act), target_qr2(flat_obs, flat_act)).reshape(n, num_particles)
         qc = target_qc(flat_obs, flat_act).reshape(n, num_particles)
-    eta, lam = solve_dual(qr.numpy(), qc.numpy(), estep_kl, qc_threshold, x0)
+    eta, lam = solve_dual(qr.numpy(), qc.numpy(), estep_kl, qc_threshold, x0, lam_max)
     weights = torch.softmax((qr - lam * qc) / eta, dim=1)
     return particles, weights, eta, lam
 
@@ -410,7 +413,7 @@ def load_checkpoint(args):
         fail(f"checkpoint {path!r} was written by {ckpt['algo']}.py, not {ALGO}.py")
     if args.env_id is not None and args.env_id != ckpt["env_id"]:
         fail(f"checkpoint {path!r} was trained on {ckpt['env_id']}, not on --env-id {args.env_id}")
-    args.env_id = ckpt["env_id"]
+    args.env_id, args.seed = ckpt["env_id"], ckpt["args"]["seed"]
     if args.eps is None:
         args.eps = ckpt["args"]["eps"]
     resolve_args(args)
@@ -522,12 +525,13 @@ def train(args):
                 stats["losses/qr"], stats["losses/qc"] = update_critics(batch, qr1, qr2, qc, targets, target_actor,
                                                                         critic_opt, args.gamma)
                 particles, weights, eta, lam = e_step(batch[0], target_actor, *targets, args.num_particles,
-                                                      args.estep_kl, qc_threshold, dual_x)
+                                                      args.estep_kl, qc_threshold, dual_x, args.lam_max)
                 dual_x = np.array([eta, lam])
                 log_lik, kl_mean, kl_std = m_step(actor, target_actor, actor_opt, batch[0], particles, weights,
                                                   m_duals, args)
-                for target, source in zip([target_actor, *targets], [actor, qr1, qr2, qc]):
+                for target, source in zip(targets, [qr1, qr2, qc]):
                     soft_update(target, source, args.polyak)
+                target_actor.load_state_dict(actor.state_dict())  # Algorithm 2, line 22
                 stats.update({"losses/eta": eta, "losses/lam": lam, "losses/log_lik": log_lik,
                               "losses/kl_mean": kl_mean, "losses/kl_std": kl_std,
                               "losses/beta_mean": m_duals[0], "losses/beta_std": m_duals[1]})

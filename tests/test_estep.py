@@ -34,7 +34,7 @@ def test_dual_matches_brute_force(seed):
     # (constraint slack) or below it by at most half of what a KL of delta can move, ~sqrt(2 delta) std
     estep_kl = rng.choice([0.01, 0.05, 0.1])
     qc_threshold = qc.mean() - rng.uniform(-1, 0.5) * np.sqrt(2 * estep_kl) * qc.std(1).mean()
-    eta, lam = cvpo.solve_dual(qr, qc, estep_kl, qc_threshold, np.array([1.0, 1.0]))
+    eta, lam = cvpo.solve_dual(qr, qc, estep_kl, qc_threshold, np.array([1.0, 1.0]), lam_max=1e4)
     g_solver = cvpo.dual_function((eta, lam), qr, qc, estep_kl, qc_threshold)[0]
     g_brute = brute_force_min(qr, qc, estep_kl, qc_threshold)
     assert g_solver <= g_brute + 1e-3 * abs(g_brute) + 1e-9
@@ -106,3 +106,11 @@ def test_degenerate_tables_give_finite_values(qr_fn, qc_fn):
     assert np.isfinite(eta) and eta > 0 and np.isfinite(lam) and lam >= 0
     assert torch.isfinite(weights).all()
     assert torch.allclose(weights.sum(1), torch.ones(weights.shape[0]), atol=1e-5)
+
+
+def test_infeasible_cost_bound_stops_lam_at_its_cap():
+    # every particle costs more than the threshold: the dual is unbounded in lam, so lam sits at lam_max
+    rng = np.random.default_rng(1)
+    qr, qc = rng.normal(size=(8, 16)), 5 + rng.uniform(size=(8, 16))
+    eta, lam = cvpo.solve_dual(qr, qc, 0.1, 1.0, np.array([1.0, 1.0]), lam_max=20.0)
+    assert lam == pytest.approx(20.0) and np.isfinite(eta) and eta > 0

@@ -1,0 +1,112 @@
+"""cvpo.py end to end: a tiny run writes its outputs, re-evaluation and re-runs reproduce, bad input fails cleanly."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--env-id", "SafetyBallCircle-v0", "--total-timesteps", "600", "--learning-starts", "200",
+        "--steps-per-epoch", "200", "--batch-size", "32", "--num-particles", "8", "--updates-per-step", "0.05",
+        "--eval-episodes", "2", "--attack-steps", "3"]
+EVAL = ["--eval-episodes", "2", "--attack-steps", "3"]
+
+
+def run_script(*args, script="cvpo.py"):
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "run"
+    proc = run_script(*TINY, "--run-dir", str(run_dir))
+    assert proc.returncode == 0, proc.stderr
+    return run_dir
+
+
+def test_run_writes_outputs(tiny_run):
+    assert glob.glob(str(tiny_run / "events.out.tfevents.*"))
+    ckpt = torch.load(tiny_run / "model.pt", weights_only=True)
+    assert ckpt["env_id"] == "SafetyBallCircle-v0" and ckpt["obs_dim"] == 8 and ckpt["act_dim"] == 2
+    assert {"actor", "qr1", "qr2", "qc", "args"} <= set(ckpt)
+    rows = (tiny_run / "progress.csv").read_text().splitlines()
+    assert rows[0] == "epoch,global_step,episodic_return,episodic_cost,cumulative_cost,SPS,wall_time"
+    assert len(rows) == 1 + 3
+    record = json.loads((tiny_run / "eval.json").read_text())
+    assert set(record["results"]) == {"none", "mc", "mr", "mad", "uniform"}
+    for attacker, r in record["results"].items():
+        assert r["episodes"] == 2 and len(r["returns"]) == 2 and len(r["costs"]) == 2
+        assert r["eps"] == (0.0 if attacker == "none" else 0.05)
+    assert not glob.glob(str(tiny_run / "*.tmp*"))
+
+
+def test_tensorboard_keys(tiny_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    tags = set(EventAccumulator(str(tiny_run)).Reload().Tags()["scalars"])
+    expected = {"charts/episodic_return", "charts/episodic_cost", "charts/cumulative_cost", "charts/SPS",
+                "losses/eta", "losses/lam", "losses/kl_mean", "losses/kl_std"}
+    expected |= {f"eval/{a}/{m}" for a in ("none", "mc", "mr", "mad", "uniform") for m in ("return", "cost")}
+    assert expected <= tags
+
+
+def test_eval_checkpoint_reproduces_eval_json(tiny_run, tmp_path):
+    out = tmp_path / "again.json"
+    proc = run_script("--eval-checkpoint", str(tiny_run / "model.pt"), "--eval-output", str(out), *EVAL)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["results"] == json.loads((tiny_run / "eval.json").read_text())["results"]
+
+
+def test_same_seed_same_eval_json(tiny_run, tmp_path):
+    proc = run_script(*TINY, "--run-dir", str(tmp_path / "again"))
+    assert proc.returncode == 0, proc.stderr
+    first = json.loads((tiny_run / "eval.json").read_text())
+    second = json.loads((tmp_path / "again" / "eval.json").read_text())
+    assert first["results"] == second["results"]
+
+
+def assert_clean_failure(proc, *needles):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--env-id", "NoSuchEnv-v9"], "NoSuchEnv-v9"),
+    (["--eps", "-0.1"], "-0.1"),
+    (["--total-timesteps", "0"], "--total-timesteps"),
+    (["--total-timesteps", "-5"], "-5"),
+    (["--steps-per-epoch", "0"], "--steps-per-epoch"),
+    (["--attack-steps", "0"], "--attack-steps"),
+    (["--eval-attackers", "none", "pgd"], "pgd"),
+])
+def test_bad_training_input(flags, needle, tmp_path):
+    proc = run_script(*flags, "--output-dir", str(tmp_path / "runs"))
+    assert_clean_failure(proc, needle)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_missing_checkpoint(tmp_path):
+    missing = str(tmp_path / "nope.pt")
+    assert_clean_failure(run_script("--eval-checkpoint", missing), missing)
+
+
+def test_checkpoint_of_another_env(tiny_run, tmp_path):
+    out = tmp_path / "e.json"
+    proc = run_script("--eval-checkpoint", str(tiny_run / "model.pt"), "--env-id", "SafetyCarCircle-v0",
+                      "--eval-output", str(out), *EVAL)
+    assert_clean_failure(proc, "SafetyBallCircle-v0", "SafetyCarCircle-v0")
+    assert not out.exists()
+
+
+def test_file_that_is_not_a_checkpoint(tmp_path):
+    bogus = tmp_path / "model.pt"
+    bogus.write_text("not a checkpoint")
+    assert_clean_failure(run_script("--eval-checkpoint", str(bogus)), str(bogus))
