@@ -291,18 +291,24 @@ def e_step(obs, target_actor, target_qr1, target_qr2, target_qc, num_particles, 
     return particles, weights, eta, lam
 
 
-def gaussian_log_prob(mean, std, x):
-    """log N(x; mean, std) summed over action dimensions."""
-    return (-0.5 * ((x - mean) / std) ** 2 - std.log() - 0.5 * np.log(2 * np.pi)).sum(-1)
+def particle_moments(particles, weights):
+    """Weighted mean and variance of the particles per state and action dimension (weights sum to 1 over k)."""
+    m1 = (weights.unsqueeze(-1) * particles).sum(1)
+    var = (weights.unsqueeze(-1) * (particles - m1.unsqueeze(1)) ** 2).sum(1)
+    return m1, var
 
 
-def m_step_terms(actor, obs, old_mean, old_std, particles, weights):
+def weighted_log_lik(mean, std, m1, var):
+    """sum_k q_nk log N(a_nk; mean, std) averaged over states, from the particle moments: since the weights
+    sum to 1, sum_k q_k (a_k - mean)^2 = var + (m1 - mean)^2, so each M-step iteration costs O(N), not O(NK)."""
+    return (-0.5 * (var + (m1 - mean) ** 2) / std**2 - std.log() - 0.5 * np.log(2 * np.pi)).sum(-1).mean()
+
+
+def m_step_terms(actor, obs, old_mean, old_std, m1, var):
     """Decoupled M-step terms: weighted log-likelihood with mean and std fitted separately, and the KL parts."""
     mean, std = actor(obs)
     # mean moves with the old std, std with the old mean: each KL part then constrains only its own statistic
-    logp_mean = gaussian_log_prob(mean.unsqueeze(1), old_std.unsqueeze(1), particles)
-    logp_std = gaussian_log_prob(old_mean.unsqueeze(1), std.unsqueeze(1), particles)
-    log_lik = ((logp_mean + logp_std) * weights).sum(1).mean()
+    log_lik = weighted_log_lik(mean, old_std, m1, var) + weighted_log_lik(old_mean, std, m1, var)
     kl_mean = gaussian_kl(old_mean, old_std, mean, old_std).mean()
     kl_std = gaussian_kl(old_mean, old_std, old_mean, std).mean()
     return log_lik, kl_mean, kl_std
@@ -312,8 +318,9 @@ def m_step(actor, target_actor, actor_opt, obs, particles, weights, duals, args)
     """M-step (7) by gradient descent-ascent on its Lagrangian; duals = [beta_mean, beta_std] updated in place."""
     with torch.no_grad():
         old_mean, old_std = target_actor(obs)
+        m1, var = particle_moments(particles, weights)
     for _ in range(args.mstep_iters):
-        log_lik, kl_mean, kl_std = m_step_terms(actor, obs, old_mean, old_std, particles, weights)
+        log_lik, kl_mean, kl_std = m_step_terms(actor, obs, old_mean, old_std, m1, var)
         # eq. (64): projected gradient step on each multiplier, scaled by its bound
         duals[0] = max(0.0, duals[0] - args.mstep_dual_lr * (args.mstep_kl - kl_mean.item()) / args.mstep_kl)
         duals[1] = max(0.0, duals[1] - args.mstep_dual_lr * (args.mstep_kl_std - kl_std.item()) / args.mstep_kl_std)

@@ -22,12 +22,25 @@ def test_m_step_respects_kl_bounds_and_raises_likelihood(env_id):
         particles = (old_mean.unsqueeze(1) + old_std.unsqueeze(1) * torch.randn(n, k, act_dim)).clamp(-1, 1)
         # the E-step prefers particles with high a[0] and low a[1]: a shift the trust region must hold back
         weights = torch.softmax((particles[..., 0] - particles[..., 1]) / 0.1, dim=1)
-    before = cvpo.m_step_terms(actor, obs, old_mean, old_std, particles, weights)[0].item()
+    m1, var = cvpo.particle_moments(particles, weights)
+    before = cvpo.m_step_terms(actor, obs, old_mean, old_std, m1, var)[0].item()
     duals = [1.0, 1.0]
     for _ in range(50):  # repeated updates on the same batch: the multipliers settle
         cvpo.m_step(actor, target_actor, actor_opt, obs, particles, weights, duals, args)
-    log_lik, kl_mean, kl_std = cvpo.m_step_terms(actor, obs, old_mean, old_std, particles, weights)
+    log_lik, kl_mean, kl_std = cvpo.m_step_terms(actor, obs, old_mean, old_std, m1, var)
     assert log_lik.item() > before
     assert kl_mean.item() <= 1.5 * args.mstep_kl
     assert kl_std.item() <= 1.5 * args.mstep_kl_std
     assert duals[0] >= 0 and duals[1] >= 0
+
+
+def test_moment_form_equals_explicit_weighted_log_likelihood():
+    torch.manual_seed(1)
+    n, k, d = 16, 32, 3
+    particles = torch.randn(n, k, d, dtype=torch.float64)
+    weights = torch.softmax(torch.randn(n, k, dtype=torch.float64) * 3, dim=1)
+    mean, std = torch.randn(n, d, dtype=torch.float64), torch.rand(n, d, dtype=torch.float64) + 0.1
+    explicit = (torch.distributions.Normal(mean.unsqueeze(1), std.unsqueeze(1)).log_prob(particles).sum(-1)
+                * weights).sum(1).mean()
+    m1, var = cvpo.particle_moments(particles, weights)
+    assert cvpo.weighted_log_lik(mean, std, m1, var).item() == pytest.approx(explicit.item(), rel=1e-10)

@@ -1,0 +1,110 @@
+"""Speed of cvpo.py and attacks.py, all figures from one run (the machine is shared: compare ratios, not times).
+
+(a) cvpo.py training env steps/s against raw env stepping with random actions, same --num-envs;
+(b) one evaluation step under MC with 200 attack steps, batched across 1, 4, 16 envs, over an unattacked step;
+(c) the E-step: dual solve alone and the whole E-step (particle Q evaluation included) for N x K tables.
+
+    python benchmarks/speed.py [--env-id SafetyCarCircle-v0] [--num-envs 2] [--train-steps 20000]
+"""
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import csv
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+import tyro
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import cvpo  # noqa: E402
+from attacks import perturb  # noqa: E402
+
+
+@dataclass
+class Args:
+    env_id: str = "SafetyCarCircle-v0"
+    """env to measure"""
+    num_envs: int = 2
+    """training envs, for cvpo.py and the raw stepping it is compared with"""
+    train_steps: int = 20_000
+    """cvpo.py env steps; the first 5000 are random, SPS is read from the epochs after them"""
+
+
+def raw_sps(env_id, num_envs, steps):
+    envs = gym.vector.SyncVectorEnv([cvpo.make_env(env_id) for _ in range(num_envs)])
+    envs.reset(seed=0)
+    start = time.perf_counter()
+    for _ in range(steps // num_envs):
+        envs.step(envs.action_space.sample())
+    envs.close()
+    return steps / (time.perf_counter() - start)
+
+
+def cvpo_sps(env_id, num_envs, steps):
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, os.path.join(ROOT, "cvpo.py"), "--env-id", env_id, "--num-envs",
+                        str(num_envs), "--total-timesteps", str(steps), "--learning-starts", "5000",
+                        "--steps-per-epoch", "2500", "--eval-attackers", "none", "--eval-episodes", "1",
+                        "--run-dir", os.path.join(tmp, "run")], check=True, capture_output=True)
+        with open(os.path.join(tmp, "run", "progress.csv")) as f:
+            rows = [r for r in csv.DictReader(f) if int(r["global_step"]) > 5000]
+    return float(np.mean([float(r["SPS"]) for r in rows]))
+
+
+def eval_step_cost(env_id, batch, attacker, steps=200, repeats=5):
+    """Seconds per evaluation vector step (attack + policy + env step) over `batch` envs."""
+    args = cvpo.resolve_args(cvpo.Args(env_id=env_id))
+    envs = gym.vector.SyncVectorEnv([cvpo.make_env(env_id) for _ in range(batch)])
+    obs, _ = envs.reset(seed=0)
+    obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
+    actor, qc = cvpo.Actor(obs_dim, act_dim), cvpo.QNetwork(obs_dim, act_dim)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        obs_adv = perturb(attacker, torch.as_tensor(obs, dtype=torch.float32), args.eps, actor, qc, qc, steps)
+        with torch.no_grad():
+            act = actor(obs_adv)[0].numpy()
+        obs = envs.step(act)[0]
+    envs.close()
+    return (time.perf_counter() - start) / repeats
+
+
+def e_step_cost(n, k, repeats=5):
+    actor, critics = cvpo.Actor(8, 2), [cvpo.QNetwork(8, 2) for _ in range(3)]
+    obs = torch.randn(n, 8)
+    rng = np.random.default_rng(0)
+    qr, qc = rng.normal(size=(n, k)), rng.uniform(0, 3, (n, k))
+    start = time.perf_counter()
+    for _ in range(repeats):
+        cvpo.solve_dual(qr, qc, 0.1, 1.5, np.array([1.0, 1.0]))
+    dual = (time.perf_counter() - start) / repeats
+    start = time.perf_counter()
+    for _ in range(repeats):
+        cvpo.e_step(obs, actor, *critics, k, 0.1, 1.5, np.array([1.0, 1.0]))
+    return dual, (time.perf_counter() - start) / repeats
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    torch.set_num_threads(1)
+    raw = raw_sps(args.env_id, args.num_envs, 6000)
+    train = cvpo_sps(args.env_id, args.num_envs, args.train_steps)
+    print(f"(a) {args.env_id}, {args.num_envs} envs: raw random stepping {raw:.0f} steps/s, cvpo.py training "
+          f"{train:.0f} steps/s, ratio {train / raw:.2f}")
+    for batch in (1, 4, 16):
+        clean = eval_step_cost(args.env_id, batch, "none", repeats=50)
+        attacked = eval_step_cost(args.env_id, batch, "mc")
+        print(f"(b) batch {batch:2d}: unattacked step {1e3 * clean:7.2f} ms, MC-200 step {1e3 * attacked:8.1f} ms, "
+              f"ratio {attacked / clean:6.1f}x, MC cost per env {1e3 * attacked / batch:6.1f} ms")
+    for n, k in ((256, 32), (256, 64), (128, 32)):
+        dual, full = e_step_cost(n, k)
+        print(f"(c) N={n} K={k}: dual solve {1e3 * dual:6.2f} ms, whole E-step {1e3 * full:6.1f} ms")
