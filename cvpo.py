@@ -12,7 +12,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one BLAS thread per proces
 import csv
 import json
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Optional
