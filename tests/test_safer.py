@@ -3,17 +3,13 @@
 import copy
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 import safer
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from recording import recorded_run
 
 
 def fixed_batch(env_id="SafetyCarCircle-v0", seed=0, n=128):
@@ -106,28 +102,10 @@ TINY = ["--env-id", "SafetyBallCircle-v0", "--total-timesteps", "800", "--learni
         "--eval-episodes", "2", "--attack-steps", "3", "--adv-start-epoch", "1", "--adv-ramp-epochs", "1",
         "--train-attack-steps", "3"]
 
-# bullet-safety-gym redirects the C-level stdout while building an env, which fails under pytest's capture:
-# the run goes in a child process that records every transition handed to the replay buffer
-RECORDING_RUN = """
-import sys, numpy as np, tyro, safer
-stored = []
-add = safer.ReplayBuffer.add
-def recording_add(self, obs, act, rew, cost, next_obs, terminated):
-    stored.append((np.array(obs), np.array(next_obs)))
-    add(self, obs, act, rew, cost, next_obs, terminated)
-safer.ReplayBuffer.add = recording_add
-safer.train(safer.resolve_args(tyro.cli(safer.Args, args=sys.argv[2:])))
-np.savez(sys.argv[1], obs=np.stack([s[0] for s in stored]), next_obs=np.stack([s[1] for s in stored]))
-"""
-
 
 def test_benign_data_only_and_outputs(tmp_path):
-    run_dir, record_file = tmp_path / "run", tmp_path / "stored.npz"
-    proc = subprocess.run([sys.executable, "-c", RECORDING_RUN, str(record_file), *TINY, "--run-dir", str(run_dir)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    stored = np.load(record_file)
-    obs, next_obs = stored["obs"], stored["next_obs"]  # (steps, num_envs, obs_dim)
+    run_dir = tmp_path / "run"
+    proc, obs, next_obs = recorded_run("safer", tmp_path, [*TINY, "--run-dir", str(run_dir)])
     # the stored state of step t+1 is exactly the stored next state of step t, except at the 200-step episode
     # boundaries: nothing was perturbed, although eps_t reached eps during the run
     same = np.all(obs[1:] == next_obs[:-1], axis=(1, 2))

@@ -1,0 +1,603 @@
+"""ADV-CVPO and ADV-EM-CVPO: CVPO with online adversarial training (SAFER paper appendix B.2.3, Figure 3).
+
+Single-file reference implementation. ADV-CVPO: the behaviour agent acts on MC-attacked observations and the
+buffer stores (nu(s), a, s', r, c). ADV-EM-CVPO (--attack-buffer): the behaviour agent is benign, and the states
+of each sampled batch are MC-attacked before the critic update, the E-step and the M-step. The attack budget
+follows SAFER's schedule (67). See ../shared/spec.md sections 1, 3, 5, 7, 8.
+"""
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one BLAS thread per process: set before numpy loads
+
+import csv
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import bullet_safety_gym  # noqa: F401  (registers the Safety* envs)
+import gymnasium as gym
+import numpy as np
+import scipy.optimize
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+from attacks import ATTACKERS, critic_attack, gaussian_kl, perturb
+
+ALGO = "adv_cvpo"
+
+# Table 4 (off-policy) and the attack budget eps of spec section 1, per env id.
+PRESETS = {
+    "SafetyBallCircle-v0": dict(num_particles=32, mstep_iters=6, estep_kl=0.05, mstep_kl=0.02, actor_lr=0.002,
+                                critic_lr=0.001, buffer_size=50_000, eps=0.05),
+    "SafetyCarCircle-v0": dict(num_particles=32, mstep_iters=15, estep_kl=0.1, mstep_kl=0.01, actor_lr=0.002,
+                               critic_lr=0.001, buffer_size=80_000, eps=0.05),
+    "SafetyDroneRun-v0": dict(num_particles=32, mstep_iters=6, estep_kl=0.01, mstep_kl=0.0008, actor_lr=0.001,
+                              critic_lr=0.001, buffer_size=20_000, eps=0.025),
+    "SafetyAntRun-v0": dict(num_particles=64, mstep_iters=8, estep_kl=0.1, mstep_kl=0.05, actor_lr=0.001,
+                            critic_lr=0.001, buffer_size=80_000, eps=0.025),
+}
+DEFAULT_PRESET = PRESETS["SafetyCarCircle-v0"]  # for other bullet-safety-gym ids
+
+
+@dataclass
+class Args:
+    env_id: Optional[str] = None
+    """bullet-safety-gym env id (default SafetyCarCircle-v0; with --eval-checkpoint, the checkpoint's env)"""
+    seed: int = 1
+    """seed of python, numpy, torch and the envs"""
+    output_dir: str = "runs"
+    """parent folder of the run directory {env_id}__{algo}__{seed}__{unix_time}"""
+    run_dir: Optional[str] = None
+    """exact run directory to write into instead of one under --output-dir (must not hold a run already)"""
+    threads: int = 1
+    """torch threads; 1 is fastest when each core runs its own process"""
+    total_timesteps: int = 150_000
+    """environment steps of training, summed over the vector envs"""
+    steps_per_epoch: int = 3000
+    """environment steps per epoch: the unit of logging, progress.csv rows and --eval-every"""
+    num_envs: int = 2
+    """parallel training envs (gymnasium SyncVectorEnv)"""
+    learning_starts: int = 5000
+    """environment steps of uniform random actions before the first update"""
+    updates_per_step: float = 0.1
+    """gradient updates (critics, E-step, M-step) per environment step"""
+    batch_size: int = 256
+    """states N per update, sampled from the replay buffer"""
+    buffer_size: Optional[int] = None
+    """replay buffer capacity (Table 4 'batch size'; preset per env)"""
+    gamma: float = 0.99
+    """discount factor"""
+    polyak: float = 0.995
+    """polyak weight rho of the target critics, eq. (61); the old actor pi_theta_i is copied after every update"""
+    critic_lr: Optional[float] = None
+    """learning rate of the reward and cost critics (preset per env)"""
+    actor_lr: Optional[float] = None
+    """learning rate of the policy (preset per env)"""
+    num_particles: Optional[int] = None
+    """action particles K per state in the E-step (preset per env)"""
+    estep_kl: Optional[float] = None
+    """E-step KL bound delta of eq. (4) (preset per env)"""
+    lam_max: float = 20.0
+    """upper bound of lam in the dual (6): where no re-weighting meets the cost bound, reward still counts"""
+    mstep_iters: Optional[int] = None
+    """M-step gradient iterations per update (preset per env)"""
+    mstep_kl: Optional[float] = None
+    """M-step KL bound xi on the mean part of KL(pi_old || pi_theta), eq. (7) (preset per env)"""
+    mstep_kl_std: float = 1e-4
+    """M-step KL bound on the std part of KL(pi_old || pi_theta)"""
+    mstep_dual_lr: float = 0.2
+    """step of the M-step multipliers, relative to their bound: beta -= lr * (bound - KL) / bound, eq. (64)"""
+    max_grad_norm: float = 1.0
+    """gradient-norm clip of the actor"""
+    cost_limit: float = 5.0
+    """episodic cost limit kappa_H"""
+    attack_buffer: bool = False
+    """ADV-EM-CVPO: attack the sampled batch states instead of the behaviour agent's observations"""
+    adv_start_epoch: int = 5
+    """T_s of eq. (67): epochs before the attack budget eps_t starts to grow"""
+    adv_ramp_epochs: int = 10
+    """T_i of eq. (67): epochs over which eps_t grows linearly from 0 to eps"""
+    train_attack_steps: int = 10
+    """MC attack steps of the attack used in training (evaluation uses --attack-steps)"""
+    eps: Optional[float] = None
+    """attack budget in raw observation units (preset per env)"""
+    eval_every: int = 0
+    """evaluate under the attackers and save model.pt every N epochs (0: only after training)"""
+    eval_episodes: int = 10
+    """evaluation episodes per attacker"""
+    eval_attackers: tuple[str, ...] = ("none", "mc", "mr", "mad", "uniform")
+    """attackers to evaluate under"""
+    attack_steps: int = 200
+    """gradient steps of the MC, MR and MAD attackers at evaluation"""
+    attack_lr: float = 0.2
+    """attacker step size as a fraction of eps"""
+    eval_checkpoint: Optional[str] = None
+    """evaluate this model.pt under the attackers, without training (episodes seeded by its training seed)"""
+    eval_output: Optional[str] = None
+    """where --eval-checkpoint writes its JSON (default: eval_checkpoint.json beside the checkpoint)"""
+
+
+def fail(message):
+    """Bad input: one line on stderr, exit status 1, no traceback."""
+    raise SystemExit(f"{ALGO}.py: error: {message}")
+
+
+def resolve_args(args):
+    """Fill preset fields from Table 4 and reject bad values before anything is written."""
+    if args.env_id is None:
+        args.env_id = "SafetyCarCircle-v0"
+    if args.env_id not in gym.envs.registry:
+        known = ", ".join(sorted(k for k in gym.envs.registry if k.startswith("Safety")))
+        fail(f"unknown env id {args.env_id!r}; bullet-safety-gym ids are: {known}")
+    for name, value in PRESETS.get(args.env_id, DEFAULT_PRESET).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    for name in ("total_timesteps", "steps_per_epoch", "num_envs", "batch_size", "buffer_size", "num_particles",
+                 "mstep_iters", "eval_episodes", "attack_steps", "train_attack_steps", "adv_ramp_epochs", "threads"):
+        if getattr(args, name) <= 0:
+            fail(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    for name in ("learning_starts", "eval_every", "adv_start_epoch", "updates_per_step", "cost_limit"):
+        if getattr(args, name) < 0:
+            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    for name in ("eps", "lam_max", "estep_kl", "mstep_kl", "mstep_kl_std", "actor_lr", "critic_lr", "mstep_dual_lr",
+                 "max_grad_norm", "attack_lr"):
+        if not getattr(args, name) >= 0:
+            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if not (0 < args.gamma < 1 and 0 <= args.polyak < 1):
+        fail(f"--gamma must be in (0, 1) and --polyak in [0, 1), got {args.gamma} and {args.polyak}")
+    for attacker in args.eval_attackers:
+        if attacker not in ATTACKERS:
+            fail(f"unknown attacker {attacker!r} in --eval-attackers; allowed: {', '.join(ATTACKERS)}")
+    return args
+
+
+def make_env(env_id):
+    return lambda: gym.make(env_id)
+
+
+def step_costs(infos, num_envs):
+    """Per-env cost of the last vector step, including the last step of episodes that just auto-reset."""
+    costs = np.where(infos.get("_cost", np.zeros(num_envs, bool)), infos.get("cost", np.zeros(num_envs)), 0.0)
+    for i in np.flatnonzero(infos.get("_final_info", np.zeros(num_envs, bool))):
+        costs[i] = infos["final_info"][i].get("cost", 0.0)
+    return costs.astype(np.float64)
+
+
+def mlp(in_dim, out_dim, hidden=(256, 256)):
+    layers, dim = [], in_dim
+    for h in hidden:
+        layers += [nn.Linear(dim, h), nn.ReLU()]
+        dim = h
+    return nn.Sequential(*layers, nn.Linear(dim, out_dim))
+
+
+class QNetwork(nn.Module):
+    def __init__(self, obs_dim, act_dim):
+        super().__init__()
+        self.net = mlp(obs_dim + act_dim, 1)
+
+    def forward(self, obs, act):
+        return self.net(torch.cat([obs, act], -1)).squeeze(-1)
+
+
+class Actor(nn.Module):
+    """Gaussian policy: tanh-squashed state-dependent mean, state-dependent clamped log-std."""
+
+    LOG_STD_MIN, LOG_STD_MAX = -5.0, 1.0
+
+    def __init__(self, obs_dim, act_dim):
+        super().__init__()
+        self.body = mlp(obs_dim, 2 * act_dim)
+
+    def forward(self, obs):
+        mean, log_std = self.body(obs).chunk(2, -1)
+        return torch.tanh(mean), log_std.clamp(self.LOG_STD_MIN, self.LOG_STD_MAX).exp()
+
+
+class ReplayBuffer:
+    def __init__(self, capacity, obs_dim, act_dim):
+        self.obs = np.zeros((capacity, obs_dim), np.float32)
+        self.next_obs = np.zeros((capacity, obs_dim), np.float32)
+        self.act = np.zeros((capacity, act_dim), np.float32)
+        self.rew = np.zeros(capacity, np.float32)
+        self.cost = np.zeros(capacity, np.float32)
+        self.terminated = np.zeros(capacity, np.float32)
+        self.capacity, self.ptr, self.size = capacity, 0, 0
+
+    def add(self, obs, act, rew, cost, next_obs, terminated):
+        for i in range(len(obs)):
+            for field, value in zip((self.obs, self.act, self.rew, self.cost, self.next_obs, self.terminated),
+                                    (obs[i], act[i], rew[i], cost[i], next_obs[i], terminated[i])):
+                field[self.ptr] = value
+            self.ptr = (self.ptr + 1) % self.capacity
+            self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, n, rng):
+        idx = rng.integers(0, self.size, n)
+        return [torch.as_tensor(a[idx]) for a in (self.obs, self.act, self.rew, self.cost, self.next_obs,
+                                                   self.terminated)]
+
+
+def qc_threshold_for(cost_limit, gamma, horizon):
+    """Appendix B.1: episodic cost limit -> per-state threshold on Qc, assuming cost spread evenly over H steps."""
+    return cost_limit * (1 - gamma**horizon) / (horizon * (1 - gamma))
+
+
+def soft_update(target, source, polyak):
+    with torch.no_grad():
+        for t, s in zip(target.parameters(), source.parameters()):
+            t.mul_(polyak).add_(s, alpha=1 - polyak)
+
+
+def update_critics(batch, qr1, qr2, qc, targets, target_actor, critic_opt, gamma):
+    """Mean-squared Bellman errors (58), (59); a' ~ pi_old(.|s'); terminal only on termination, not truncation."""
+    obs, act, rew, cost, next_obs, terminated = batch
+    target_qr1, target_qr2, target_qc = targets
+    with torch.no_grad():
+        mean, std = target_actor(next_obs)
+        next_act = (mean + std * torch.randn_like(mean)).clamp(-1, 1)
+        not_done = 1 - terminated
+        y_r = rew + gamma * not_done * torch.min(target_qr1(next_obs, next_act), target_qr2(next_obs, next_act))
+        y_c = cost + gamma * not_done * target_qc(next_obs, next_act)
+    loss_r = F.mse_loss(qr1(obs, act), y_r) + F.mse_loss(qr2(obs, act), y_r)
+    loss_c = F.mse_loss(qc(obs, act), y_c)
+    critic_opt.zero_grad()
+    (loss_r + loss_c).backward()
+    critic_opt.step()
+    return loss_r.item(), loss_c.item()
+
+
+def dual_function(x, qr, qc, estep_kl, qc_threshold):
+    """Eq. (6): g(eta, lam) and its gradient, for Q tables of shape (N, K); stable log-mean-exp."""
+    eta, lam = x
+    adv = qr - lam * qc
+    z = adv / eta
+    z_max = z.max(axis=1, keepdims=True)
+    w = np.exp(z - z_max)
+    w_sum = w.sum(axis=1, keepdims=True)
+    log_mean_exp = (z_max + np.log(w_sum / qr.shape[1])).squeeze(1)
+    w /= w_sum
+    g = eta * estep_kl + lam * qc_threshold + eta * log_mean_exp.mean()
+    d_eta = estep_kl + log_mean_exp.mean() - (w * adv).sum(1).mean() / eta
+    d_lam = qc_threshold - (w * qc).sum(1).mean()
+    return g, np.array([d_eta, d_lam])
+
+
+ETA_BOUNDS = (1e-6, 1e6)
+
+
+def solve_dual(qr, qc, estep_kl, qc_threshold, x0, lam_max=20.0):
+    """Minimise the convex dual (6) over eta > 0, 0 <= lam <= lam_max with L-BFGS-B, warm-started at x0."""
+    qr, qc = np.asarray(qr, np.float64), np.asarray(qc, np.float64)
+    x0 = np.clip(x0, [ETA_BOUNDS[0], 0.0], [ETA_BOUNDS[1], lam_max])
+    res = scipy.optimize.minimize(dual_function, x0, args=(qr, qc, estep_kl, qc_threshold), jac=True,
+                                  method="L-BFGS-B", bounds=[ETA_BOUNDS, (0.0, lam_max)])
+    return float(res.x[0]), float(res.x[1])
+
+
+def e_step(obs, target_actor, target_qr1, target_qr2, target_qc, num_particles, estep_kl, qc_threshold, x0,
+           lam_max=20.0):
+    """Constrained E-step: K particles a_nk ~ pi_old(.|s_n), dual (6), weights q_nk of eq. (5)."""
+    n = obs.shape[0]
+    with torch.no_grad():
+        mean, std = target_actor(obs)
+        particles = (mean.unsqueeze(1) + std.unsqueeze(1) * torch.randn(n, num_particles, mean.shape[-1])).clamp(-1, 1)
+        flat_obs = obs.unsqueeze(1).expand(-1, num_particles, -1).reshape(n * num_particles, -1)
+        flat_act = particles.reshape(n * num_particles, -1)
+        qr = torch.min(target_qr1(flat_obs, flat_act), target_qr2(flat_obs, flat_act)).reshape(n, num_particles)
+        qc = target_qc(flat_obs, flat_act).reshape(n, num_particles)
+    eta, lam = solve_dual(qr.numpy(), qc.numpy(), estep_kl, qc_threshold, x0, lam_max)
+    weights = torch.softmax((qr - lam * qc) / eta, dim=1)
+    return particles, weights, eta, lam
+
+
+def particle_moments(particles, weights):
+    """Weighted mean and variance of the particles per state and action dimension (weights sum to 1 over k)."""
+    m1 = (weights.unsqueeze(-1) * particles).sum(1)
+    var = (weights.unsqueeze(-1) * (particles - m1.unsqueeze(1)) ** 2).sum(1)
+    return m1, var
+
+
+def weighted_log_lik(mean, std, m1, var):
+    """sum_k q_nk log N(a_nk; mean, std) averaged over states, from the particle moments: since the weights
+    sum to 1, sum_k q_k (a_k - mean)^2 = var + (m1 - mean)^2, so each M-step iteration costs O(N), not O(NK)."""
+    return (-0.5 * (var + (m1 - mean) ** 2) / std**2 - std.log() - 0.5 * np.log(2 * np.pi)).sum(-1).mean()
+
+
+def m_step_terms(actor, obs, old_mean, old_std, m1, var):
+    """Decoupled M-step terms: weighted log-likelihood with mean and std fitted separately, and the KL parts."""
+    mean, std = actor(obs)
+    # mean moves with the old std, std with the old mean: each KL part then constrains only its own statistic
+    log_lik = weighted_log_lik(mean, old_std, m1, var) + weighted_log_lik(old_mean, std, m1, var)
+    kl_mean = gaussian_kl(old_mean, old_std, mean, old_std).mean()
+    kl_std = gaussian_kl(old_mean, old_std, old_mean, std).mean()
+    return log_lik, kl_mean, kl_std
+
+
+def m_step(actor, target_actor, actor_opt, obs, particles, weights, duals, args):
+    """M-step (7) by gradient descent-ascent on its Lagrangian; duals = [beta_mean, beta_std] updated in place."""
+    with torch.no_grad():
+        old_mean, old_std = target_actor(obs)
+        m1, var = particle_moments(particles, weights)
+    for _ in range(args.mstep_iters):
+        log_lik, kl_mean, kl_std = m_step_terms(actor, obs, old_mean, old_std, m1, var)
+        # eq. (64): projected gradient step on each multiplier, scaled by its bound
+        duals[0] = max(0.0, duals[0] - args.mstep_dual_lr * (args.mstep_kl - kl_mean.item()) / args.mstep_kl)
+        duals[1] = max(0.0, duals[1] - args.mstep_dual_lr * (args.mstep_kl_std - kl_std.item()) / args.mstep_kl_std)
+        loss = -(log_lik + duals[0] * (args.mstep_kl - kl_mean) + duals[1] * (args.mstep_kl_std - kl_std))
+        actor_opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
+        actor_opt.step()
+    return log_lik.item(), kl_mean.item(), kl_std.item()
+
+
+def eps_schedule(epoch, eps, adv_start_epoch, adv_ramp_epochs):
+    """Eq. (67): eps_t = min(eps, eps * max(0, t - T_s) / T_i)."""
+    return min(eps, eps * max(0, epoch - adv_start_epoch) / adv_ramp_epochs)
+
+
+def evaluate(actor, qr1, qr2, qc, args):
+    """Deterministic policy under each attacker, batched across envs; one episode per env, <= 20 envs at once."""
+    policy = actor  # (mean, std); the deterministic action is the mean
+    qr_fn = lambda s, a: torch.min(qr1(s, a), qr2(s, a))  # noqa: E731
+    n_envs = min(args.eval_episodes, 20)
+    envs = gym.vector.SyncVectorEnv([make_env(args.env_id) for _ in range(n_envs)])
+    results = {}
+    for attacker in args.eval_attackers:
+        generator = torch.Generator().manual_seed(args.seed)
+        returns, costs = [], []
+        for first in range(0, args.eval_episodes, n_envs):
+            obs, _ = envs.reset(seed=[10_000 + args.seed * 1000 + first + i for i in range(n_envs)])
+            ep_ret, ep_cost = np.zeros(n_envs), np.zeros(n_envs)
+            done = np.zeros(n_envs, bool)
+            while not done.all():
+                obs_t = torch.as_tensor(obs, dtype=torch.float32)
+                obs_adv = perturb(attacker, obs_t, args.eps, policy, qr_fn, qc, args.attack_steps, args.attack_lr,
+                                  generator)
+                with torch.no_grad():
+                    act = actor(obs_adv)[0].numpy()
+                obs, rew, terminated, truncated, infos = envs.step(act)
+                live = ~done
+                ep_ret[live] += rew[live]
+                ep_cost[live] += step_costs(infos, n_envs)[live]
+                done |= terminated | truncated
+            keep = min(n_envs, args.eval_episodes - first)
+            returns += ep_ret[:keep].tolist()
+            costs += ep_cost[:keep].tolist()
+        results[attacker] = dict(return_mean=float(np.mean(returns)), return_std=float(np.std(returns)),
+                                 cost_mean=float(np.mean(costs)), cost_std=float(np.std(costs)),
+                                 episodes=len(returns), eps=args.eps if attacker != "none" else 0.0,
+                                 attack_steps=args.attack_steps if attacker in ("mc", "mr", "mad") else 0,
+                                 returns=returns, costs=costs)
+    envs.close()
+    return results
+
+
+def write_atomic(path, write):
+    """Write a file through a temp file and os.replace, so readers never see half a file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_json(path, data):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2)
+    write_atomic(path, write)
+
+
+def write_csv(path, rows):
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    write_atomic(path, write)
+
+
+def save_checkpoint(path, actor, qr1, qr2, qc, args, obs_dim, act_dim, global_step):
+    checkpoint = dict(algo=ALGO, env_id=args.env_id, args=asdict(args), obs_dim=obs_dim, act_dim=act_dim,
+                      global_step=global_step, actor=actor.state_dict(), qr1=qr1.state_dict(),
+                      qr2=qr2.state_dict(), qc=qc.state_dict())
+    write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
+
+
+def eval_record(args, results, global_step):
+    return dict(algo=ALGO, env_id=args.env_id, seed=args.seed, global_step=global_step, eps=args.eps,
+                attack_steps=args.attack_steps, results=results)
+
+
+def load_checkpoint(args):
+    """Load --eval-checkpoint, check it against the command line, and rebuild the actor and critics."""
+    path = args.eval_checkpoint
+    if not os.path.isfile(path):
+        fail(f"checkpoint {path!r} does not exist")
+    try:
+        ckpt = torch.load(path, weights_only=True)
+    except Exception as exc:  # any unreadable file is the same bad input to the user
+        fail(f"checkpoint {path!r} is not a readable torch checkpoint ({type(exc).__name__})")
+    keys = ("algo", "env_id", "args", "obs_dim", "act_dim", "actor", "qr1", "qr2", "qc")
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in keys):
+        fail(f"checkpoint {path!r} is not a {ALGO}.py checkpoint (needs keys {', '.join(keys)})")
+    if ckpt["algo"] != ALGO:
+        fail(f"checkpoint {path!r} was written by {ckpt['algo']}.py, not {ALGO}.py")
+    if args.env_id is not None and args.env_id != ckpt["env_id"]:
+        fail(f"checkpoint {path!r} was trained on {ckpt['env_id']}, not on --env-id {args.env_id}")
+    args.env_id, args.seed = ckpt["env_id"], ckpt["args"]["seed"]
+    if args.eps is None:
+        args.eps = ckpt["args"]["eps"]
+    resolve_args(args)
+    obs_dim, act_dim = ckpt["obs_dim"], ckpt["act_dim"]
+    actor, qr1, qr2, qc = Actor(obs_dim, act_dim), QNetwork(obs_dim, act_dim), QNetwork(obs_dim, act_dim), \
+        QNetwork(obs_dim, act_dim)
+    try:
+        for name, module in (("actor", actor), ("qr1", qr1), ("qr2", qr2), ("qc", qc)):
+            module.load_state_dict(ckpt[name])
+    except RuntimeError:
+        fail(f"checkpoint {path!r} holds networks of another shape than {ALGO}.py builds")
+    return actor, qr1, qr2, qc, ckpt["global_step"]
+
+
+def eval_checkpoint(args):
+    actor, qr1, qr2, qc, global_step = load_checkpoint(args)
+    out = args.eval_output or os.path.join(os.path.dirname(os.path.abspath(args.eval_checkpoint)),
+                                           "eval_checkpoint.json")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        fail(f"--eval-output {out!r}: its folder does not exist")
+    results = evaluate(actor, qr1, qr2, qc, args)
+    record = eval_record(args, results, global_step)
+    write_json(out, record)
+    for attacker, r in results.items():
+        print(f"eval {attacker:8s} return {r['return_mean']:8.2f} +- {r['return_std']:.2f}  "
+              f"cost {r['cost_mean']:6.2f} +- {r['cost_std']:.2f}")
+    print(f"wrote {out}")
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(args):
+    run_name = f"{args.env_id}__{ALGO}__{args.seed}__{int(time.time())}"
+    run_dir = args.run_dir or os.path.join(args.output_dir, run_name)
+    if os.path.exists(os.path.join(run_dir, "eval.json")):
+        fail(f"run directory {run_dir!r} already holds a finished run (eval.json)")
+    seed_everything(args.seed)
+    envs = gym.vector.SyncVectorEnv([make_env(args.env_id) for _ in range(args.num_envs)])
+    obs_dim = envs.single_observation_space.shape[0]
+    act_dim = envs.single_action_space.shape[0]
+    horizon = envs.envs[0].spec.max_episode_steps
+    qc_threshold = qc_threshold_for(args.cost_limit, args.gamma, horizon)
+
+    actor, target_actor = Actor(obs_dim, act_dim), Actor(obs_dim, act_dim)
+    qr1, qr2, qc = QNetwork(obs_dim, act_dim), QNetwork(obs_dim, act_dim), QNetwork(obs_dim, act_dim)
+    targets = [QNetwork(obs_dim, act_dim) for _ in range(3)]
+    for target, source in zip([target_actor, *targets], [actor, qr1, qr2, qc]):
+        target.load_state_dict(source.state_dict())
+        target.requires_grad_(False)
+    actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr)
+    critic_opt = torch.optim.Adam([*qr1.parameters(), *qr2.parameters(), *qc.parameters()], lr=args.critic_lr)
+    buffer = ReplayBuffer(args.buffer_size, obs_dim, act_dim)
+    rng = np.random.default_rng(args.seed)
+
+    os.makedirs(run_dir, exist_ok=True)
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in
+                                                                            vars(args).items()))
+    progress_rows = []
+    dual_x = np.array([1.0, 1.0])  # E-step (eta, lam), warm start
+    m_duals = [1.0, 1.0]  # M-step multipliers (beta_mean, beta_std)
+    eps_t = 0.0
+    ep_ret, ep_cost = np.zeros(args.num_envs), np.zeros(args.num_envs)
+    epoch_returns, epoch_costs = [], []
+    cumulative_cost, pending_updates, global_step, epoch = 0.0, 0.0, 0, 0
+    stats = {}
+    start_time = epoch_time = time.time()
+    epoch_start_step = 0
+    obs, _ = envs.reset(seed=[args.seed + i for i in range(args.num_envs)])
+
+    while global_step < args.total_timesteps:
+        # ADV-CVPO: the behaviour agent sees, and the buffer stores, MC-attacked observations nu(s)
+        seen_obs = obs
+        if not args.attack_buffer:
+            seen_obs = critic_attack(torch.as_tensor(obs, dtype=torch.float32), eps_t, actor, qc,
+                                     args.train_attack_steps, args.attack_lr).numpy()
+        if global_step < args.learning_starts:
+            act = rng.uniform(-1, 1, (args.num_envs, act_dim))
+        else:
+            with torch.no_grad():
+                mean, std = actor(torch.as_tensor(seen_obs, dtype=torch.float32))
+                act = (mean + std * torch.randn_like(mean)).clamp(-1, 1).numpy()
+        next_obs, rew, terminated, truncated, infos = envs.step(act)
+        cost = step_costs(infos, args.num_envs)
+        real_next_obs = next_obs.copy()
+        for i in np.flatnonzero(infos.get("_final_observation", np.zeros(args.num_envs, bool))):
+            real_next_obs[i] = infos["final_observation"][i]
+        buffer.add(seen_obs, act, rew, cost, real_next_obs, terminated)
+        obs = next_obs
+        global_step += args.num_envs
+        cumulative_cost += cost.sum()
+        ep_ret += rew
+        ep_cost += cost
+        for i in np.flatnonzero(terminated | truncated):
+            writer.add_scalar("charts/episodic_return", ep_ret[i], global_step)
+            writer.add_scalar("charts/episodic_cost", ep_cost[i], global_step)
+            writer.add_scalar("charts/cumulative_cost", cumulative_cost, global_step)
+            epoch_returns.append(ep_ret[i])
+            epoch_costs.append(ep_cost[i])
+            ep_ret[i] = ep_cost[i] = 0.0
+
+        if global_step >= args.learning_starts:
+            pending_updates += args.num_envs * args.updates_per_step
+            while pending_updates >= 1:
+                pending_updates -= 1
+                batch = buffer.sample(args.batch_size, rng)
+                if args.attack_buffer:  # ADV-EM-CVPO: (nu(s_n), a_n, s_n+1, r_n, c_n)
+                    batch[0] = critic_attack(batch[0], eps_t, actor, qc, args.train_attack_steps, args.attack_lr)
+                stats["losses/qr"], stats["losses/qc"] = update_critics(batch, qr1, qr2, qc, targets, target_actor,
+                                                                        critic_opt, args.gamma)
+                particles, weights, eta, lam = e_step(batch[0], target_actor, *targets, args.num_particles,
+                                                      args.estep_kl, qc_threshold, dual_x, args.lam_max)
+                dual_x = np.array([eta, lam])
+                log_lik, kl_mean, kl_std = m_step(actor, target_actor, actor_opt, batch[0], particles, weights,
+                                                  m_duals, args)
+                for target, source in zip(targets, [qr1, qr2, qc]):
+                    soft_update(target, source, args.polyak)
+                target_actor.load_state_dict(actor.state_dict())  # Algorithm 2, line 22
+                stats.update({"losses/eta": eta, "losses/lam": lam, "losses/log_lik": log_lik,
+                              "losses/kl_mean": kl_mean, "losses/kl_std": kl_std,
+                              "losses/beta_mean": m_duals[0], "losses/beta_std": m_duals[1]})
+
+        if global_step - epoch_start_step >= args.steps_per_epoch or global_step >= args.total_timesteps:
+            epoch += 1
+            sps = (global_step - epoch_start_step) / (time.time() - epoch_time)
+            writer.add_scalar("charts/SPS", sps, global_step)
+            writer.add_scalar("charts/eps_t", eps_t, global_step)
+            for key, value in stats.items():
+                writer.add_scalar(key, value, global_step)
+            mean_ret = float(np.mean(epoch_returns)) if epoch_returns else float("nan")
+            mean_cost = float(np.mean(epoch_costs)) if epoch_costs else float("nan")
+            progress_rows.append(dict(epoch=epoch, global_step=global_step, episodic_return=mean_ret,
+                                      episodic_cost=mean_cost, cumulative_cost=cumulative_cost, SPS=round(sps, 1),
+                                      wall_time=round(time.time() - start_time, 1)))
+            write_csv(os.path.join(run_dir, "progress.csv"), progress_rows)
+            print(f"epoch {epoch} step {global_step} SPS {sps:.0f} return {mean_ret:.1f} cost {mean_cost:.2f} "
+                  f"eta {dual_x[0]:.3g} lam {dual_x[1]:.3g} eps_t {eps_t:.3g}", flush=True)
+            epoch_returns, epoch_costs = [], []
+            eps_t = eps_schedule(epoch, args.eps, args.adv_start_epoch, args.adv_ramp_epochs)
+            epoch_start_step, epoch_time = global_step, time.time()
+            last = global_step >= args.total_timesteps
+            if last or (args.eval_every and epoch % args.eval_every == 0):
+                save_checkpoint(os.path.join(run_dir, "model.pt"), actor, qr1, qr2, qc, args, obs_dim, act_dim,
+                                global_step)
+                results = evaluate(actor, qr1, qr2, qc, args)
+                for attacker, r in results.items():
+                    writer.add_scalar(f"eval/{attacker}/return", r["return_mean"], global_step)
+                    writer.add_scalar(f"eval/{attacker}/cost", r["cost_mean"], global_step)
+                    print(f"eval {attacker:8s} return {r['return_mean']:8.2f} +- {r['return_std']:.2f}  "
+                          f"cost {r['cost_mean']:6.2f} +- {r['cost_std']:.2f}", flush=True)
+                if last:
+                    write_json(os.path.join(run_dir, "eval.json"), eval_record(args, results, global_step))
+            epoch_time = time.time()  # evaluation time is not training time
+    envs.close()
+    writer.close()
+    print(f"run directory: {run_dir}")
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    torch.set_num_threads(max(1, args.threads))
+    if args.eval_checkpoint:
+        eval_checkpoint(args)
+    else:
+        train(resolve_args(args))

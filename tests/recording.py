@@ -1,0 +1,36 @@
+"""Run a training script in a child process that records every transition handed to its replay buffer.
+
+bullet-safety-gym redirects the C-level stdout while it builds an env, which fails under pytest's capture, so
+in-process training runs are not possible; the child saves what its buffer received to an .npz file.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CHILD = """
+import importlib, sys, numpy as np, tyro
+script = importlib.import_module(sys.argv[1])
+stored = []
+add = script.ReplayBuffer.add
+def recording_add(self, obs, act, rew, cost, next_obs, terminated):
+    stored.append((np.array(obs), np.array(next_obs)))
+    add(self, obs, act, rew, cost, next_obs, terminated)
+script.ReplayBuffer.add = recording_add
+script.train(script.resolve_args(tyro.cli(script.Args, args=sys.argv[3:])))
+np.savez(sys.argv[2], obs=np.stack([s[0] for s in stored]), next_obs=np.stack([s[1] for s in stored]))
+"""
+
+
+def recorded_run(module, tmp_path, flags):
+    """Train `module` (e.g. "safer") with `flags`; returns (completed process, stored obs, stored next obs)."""
+    record_file = tmp_path / "stored.npz"
+    proc = subprocess.run([sys.executable, "-c", CHILD, module, str(record_file), *flags], capture_output=True,
+                          text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    stored = np.load(record_file)
+    return proc, stored["obs"], stored["next_obs"]
