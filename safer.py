@@ -373,11 +373,13 @@ def evaluate(actor, qr1, qr2, qc, args):
     qr_fn = lambda s, a: torch.min(qr1(s, a), qr2(s, a))  # noqa: E731
     n_envs = min(args.eval_episodes, 20)
     envs = gym.vector.SyncVectorEnv([make_env(args.env_id) for _ in range(n_envs)])
-    results = {}
+    results, training_rng_state = {}, np.random.get_state()
     for attacker in args.eval_attackers:
         generator = torch.Generator().manual_seed(args.seed)
         returns, costs = [], []
         for first in range(0, args.eval_episodes, n_envs):
+            # bullet-safety-gym ignores reset(seed=...) and draws initial states from the global numpy RNG
+            np.random.seed(10_000 + args.seed * 1000 + first)
             obs, _ = envs.reset(seed=[10_000 + args.seed * 1000 + first + i for i in range(n_envs)])
             ep_ret, ep_cost = np.zeros(n_envs), np.zeros(n_envs)
             done = np.zeros(n_envs, bool)
@@ -401,6 +403,7 @@ def evaluate(actor, qr1, qr2, qc, args):
                                  attack_steps=args.attack_steps if attacker in ("mc", "mr", "mad") else 0,
                                  returns=returns, costs=costs)
     envs.close()
+    np.random.set_state(training_rng_state)
     return results
 
 
