@@ -267,6 +267,24 @@ class ReplayBuffer:
                                                    self.terminated)]
 
 
+class Rollout:
+    """One epoch of on-policy data, (steps, num_envs) per field; add() is called once per vector step."""
+
+    def __init__(self, steps, num_envs, obs_dim, act_dim):
+        shape = (steps, num_envs)
+        self.obs, self.next_obs = np.zeros((*shape, obs_dim), np.float32), np.zeros((*shape, obs_dim), np.float32)
+        self.act = np.zeros((*shape, act_dim), np.float32)
+        self.rew, self.cost, self.logp = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+        self.terminated, self.episode_end = np.zeros(shape), np.zeros(shape)
+        self.t = 0
+
+    def add(self, obs, act, rew, cost, next_obs, terminated, truncated, logp):
+        t = self.t
+        self.obs[t], self.act[t], self.rew[t], self.cost[t], self.next_obs[t] = obs, act, rew, cost, next_obs
+        self.terminated[t], self.episode_end[t], self.logp[t] = terminated, terminated | truncated, logp
+        self.t = (t + 1) % len(self.obs)
+
+
 def soft_update(target, source, polyak):
     with torch.no_grad():
         for t, s in zip(target.parameters(), source.parameters()):
@@ -450,10 +468,7 @@ def train(args):
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in
                                                                             vars(args).items()))
     shape = (steps, args.num_envs)
-    b_obs, b_act = np.zeros((*shape, obs_dim), np.float32), np.zeros((*shape, act_dim), np.float32)
-    b_next_obs = np.zeros((*shape, obs_dim), np.float32)
-    b_rew, b_cost, b_logp = np.zeros(shape), np.zeros(shape), np.zeros(shape)
-    b_term, b_end = np.zeros(shape), np.zeros(shape)
+    rollout = Rollout(steps, args.num_envs, obs_dim, act_dim)
     progress_rows = []
     ep_ret, ep_cost = np.zeros(args.num_envs), np.zeros(args.num_envs)
     cumulative_cost, global_step, epoch = 0.0, 0, 0
@@ -463,7 +478,7 @@ def train(args):
     while global_step < args.total_timesteps:
         epoch_time = time.time()
         epoch_returns, epoch_costs = [], []
-        for t in range(steps):
+        for _ in range(steps):
             with torch.no_grad():
                 mean, std = actor(torch.as_tensor(obs, dtype=torch.float32))
                 act = mean + std * torch.randn_like(mean)
@@ -474,8 +489,7 @@ def train(args):
             real_next_obs = next_obs.copy()
             for i in np.flatnonzero(infos.get("_final_observation", np.zeros(args.num_envs, bool))):
                 real_next_obs[i] = infos["final_observation"][i]
-            b_obs[t], b_act[t], b_next_obs[t], b_logp[t] = obs, act.numpy(), real_next_obs, logp.numpy()
-            b_rew[t], b_cost[t], b_term[t], b_end[t] = rew, cost, terminated, terminated | truncated
+            rollout.add(obs, act.numpy(), rew, cost, real_next_obs, terminated, truncated, logp.numpy())
             buffer.add(obs, act.clamp(-1, 1).numpy(), rew, cost, real_next_obs, terminated)
             obs = next_obs
             global_step += args.num_envs
@@ -493,15 +507,17 @@ def train(args):
 
         # PID Lagrangian on the rollout's mean episodic cost (the running episode's cost if none finished)
         lam = pid.update(float(np.mean(epoch_costs)) if epoch_costs else float(ep_cost.mean()))
-        flat_obs = torch.as_tensor(b_obs.reshape(-1, obs_dim))
+        flat_obs = torch.as_tensor(rollout.obs.reshape(-1, obs_dim))
         with torch.no_grad():
             values = [v(flat_obs).reshape(shape).numpy() for v in (value_r, value_c)]
-            next_values = [v(torch.as_tensor(b_next_obs.reshape(-1, obs_dim))).reshape(shape).numpy()
+            next_values = [v(torch.as_tensor(rollout.next_obs.reshape(-1, obs_dim))).reshape(shape).numpy()
                            for v in (value_r, value_c)]
-        adv_r, ret_r = gae(b_rew, values[0], next_values[0], b_term, b_end, args.gamma, args.gae_lambda)
-        adv_c, ret_c = gae(b_cost, values[1], next_values[1], b_term, b_end, args.gamma, args.gae_lambda)
-        data = [flat_obs, torch.as_tensor(b_act.reshape(-1, act_dim)),
-                torch.as_tensor(b_logp.reshape(-1), dtype=torch.float32),
+        adv_r, ret_r = gae(rollout.rew, values[0], next_values[0], rollout.terminated, rollout.episode_end,
+                           args.gamma, args.gae_lambda)
+        adv_c, ret_c = gae(rollout.cost, values[1], next_values[1], rollout.terminated, rollout.episode_end,
+                           args.gamma, args.gae_lambda)
+        data = [flat_obs, torch.as_tensor(rollout.act.reshape(-1, act_dim)),
+                torch.as_tensor(rollout.logp.reshape(-1), dtype=torch.float32),
                 normalise(torch.as_tensor(adv_r.reshape(-1), dtype=torch.float32)),
                 normalise(torch.as_tensor(adv_c.reshape(-1), dtype=torch.float32)),
                 torch.as_tensor(ret_r.reshape(-1), dtype=torch.float32),

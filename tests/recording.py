@@ -15,21 +15,24 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHILD = """
 import importlib, sys, numpy as np, tyro
 script = importlib.import_module(sys.argv[1])
+buffer_class = getattr(script, sys.argv[3])
 stored = []
-add = script.ReplayBuffer.add
-def recording_add(self, obs, act, rew, cost, next_obs, terminated):
+add = buffer_class.add
+def recording_add(self, obs, act, rew, cost, next_obs, *rest):
     stored.append((np.array(obs), np.array(next_obs)))
-    add(self, obs, act, rew, cost, next_obs, terminated)
-script.ReplayBuffer.add = recording_add
-script.train(script.resolve_args(tyro.cli(script.Args, args=sys.argv[3:])))
+    add(self, obs, act, rew, cost, next_obs, *rest)
+buffer_class.add = recording_add
+script.train(script.resolve_args(tyro.cli(script.Args, args=sys.argv[4:])))
 np.savez(sys.argv[2], obs=np.stack([s[0] for s in stored]), next_obs=np.stack([s[1] for s in stored]))
 """
 
 
-def recorded_run(module, tmp_path, flags):
-    """Train `module` (e.g. "safer") with `flags`; returns (completed process, stored obs, stored next obs)."""
+def recorded_run(module, tmp_path, flags, buffer_class="ReplayBuffer"):
+    """Train `module` (e.g. "safer") with `flags`, recording what `buffer_class`.add(obs, act, rew, cost, next_obs,
+    ...) receives; returns (completed process, stored obs, stored next obs)."""
     record_file = tmp_path / "stored.npz"
-    proc = subprocess.run([sys.executable, "-c", CHILD, module, str(record_file), *flags], capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", CHILD, module, str(record_file), buffer_class, *flags],
+                          capture_output=True,
                           text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr
     stored = np.load(record_file)

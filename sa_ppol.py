@@ -1,0 +1,604 @@
+"""SA-PPO-Lagrangian: PPO-Lagrangian with the KL robustness regulariser (SAFER paper Algorithm 4; Zhang et al. 2020).
+
+Single-file reference implementation. PPO-Lagrangian (eq. 69-70, PID multiplier) whose actor loss adds
+beta * KL(pi(.|s) || pi_theta(.|s_adv)), with no gradient through the benign path pi(.|s). The adversarial states
+s_adv of each rollout come from the MAD attacker (SA-PPOL) or, with --attacker mc, from the MC attacker
+(SA-PPOL(MC)). Q_r(s, a) and Q_c(s, a) are trained off-policy on a replay buffer of the rollouts for the MC and MR
+attackers. See ../shared/spec.md sections 1, 6, 7, 8.
+"""
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one BLAS thread per process: set before numpy loads
+
+import csv
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import bullet_safety_gym  # noqa: F401  (registers the Safety* envs)
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+from attacks import ATTACKERS, gaussian_kl, perturb
+
+ALGO = "sa_ppol"
+
+# Table 4 (on-policy) and the attack budget eps of spec section 1, per env id.
+PRESETS = {
+    "SafetyBallCircle-v0": dict(steps_per_epoch=45_000, actor_steps=80, actor_lr=5e-4, eps=0.05),
+    "SafetyCarCircle-v0": dict(steps_per_epoch=45_000, actor_steps=80, actor_lr=3e-4, eps=0.05),
+    "SafetyDroneRun-v0": dict(steps_per_epoch=60_000, actor_steps=80, actor_lr=3e-4, eps=0.025),
+    "SafetyAntRun-v0": dict(steps_per_epoch=60_000, actor_steps=160, actor_lr=5e-4, eps=0.025),
+}
+DEFAULT_PRESET = PRESETS["SafetyCarCircle-v0"]  # for other bullet-safety-gym ids
+
+
+@dataclass
+class Args:
+    env_id: Optional[str] = None
+    """bullet-safety-gym env id (default SafetyCarCircle-v0; with --eval-checkpoint, the checkpoint's env)"""
+    seed: int = 1
+    """seed of python, numpy, torch and the envs"""
+    output_dir: str = "runs"
+    """parent folder of the run directory {env_id}__{algo}__{seed}__{unix_time}"""
+    run_dir: Optional[str] = None
+    """exact run directory to write into instead of one under --output-dir (must not hold a run already)"""
+    threads: int = 1
+    """torch threads; 1 is fastest when each core runs its own process"""
+    total_timesteps: int = 1_000_000
+    """environment steps of training, summed over the vector envs"""
+    steps_per_epoch: Optional[int] = None
+    """environment steps per rollout (one PPO update each; Table 4 'batch size', preset per env)"""
+    num_envs: int = 10
+    """parallel training envs (gymnasium SyncVectorEnv)"""
+    gamma: float = 0.995
+    """discount factor"""
+    gae_lambda: float = 0.97
+    """GAE lambda, for the reward and the cost advantages"""
+    clip_coef: float = 0.2
+    """PPO clip coefficient of eq. (69)"""
+    target_kl: float = 0.01
+    """actor steps stop early once the approximate KL exceeds 1.5 times this"""
+    actor_steps: Optional[int] = None
+    """actor gradient steps per epoch, one minibatch each (preset per env)"""
+    critic_steps: int = 80
+    """value-function gradient steps per epoch, one minibatch each"""
+    minibatch_size: int = 300
+    """states per actor or critic gradient step"""
+    actor_lr: Optional[float] = None
+    """learning rate of the policy (preset per env)"""
+    critic_lr: float = 1e-3
+    """learning rate of the value functions and of the attackers' Q functions"""
+    max_grad_norm: float = 0.5
+    """gradient-norm clip"""
+    cost_limit: float = 5.0
+    """episodic cost limit kappa_H"""
+    kp: float = 0.1
+    """PID Lagrangian proportional gain"""
+    ki: float = 0.003
+    """PID Lagrangian integral gain"""
+    kd: float = 0.001
+    """PID Lagrangian derivative gain"""
+    q_steps: int = 200
+    """gradient steps per epoch of the attackers' Q_r, Q_c on the replay buffer of rollouts"""
+    q_batch_size: int = 256
+    """batch size of those Q steps"""
+    q_buffer_size: int = 200_000
+    """capacity of the replay buffer of rollouts"""
+    q_gamma: float = 0.99
+    """discount of the attackers' Q functions (the off-policy critics' discount)"""
+    polyak: float = 0.995
+    """polyak weight of the attackers' target Q functions"""
+    eps: Optional[float] = None
+    """attack budget in raw observation units (preset per env)"""
+    attacker: str = "mad"
+    """attacker giving s_adv for the regulariser: mad (SA-PPOL) or mc (SA-PPOL(MC))"""
+    sa_beta: float = 1.0
+    """weight beta of the KL robustness regulariser (Algorithm 4, line 9)"""
+    train_attack_steps: int = 10
+    """attack steps computing s_adv for each rollout (evaluation uses --attack-steps)"""
+    eval_every: int = 0
+    """evaluate under the attackers and save model.pt every N epochs (0: only after training)"""
+    eval_episodes: int = 10
+    """evaluation episodes per attacker"""
+    eval_attackers: tuple[str, ...] = ("none", "mc", "mr", "mad", "uniform")
+    """attackers to evaluate under"""
+    attack_steps: int = 200
+    """gradient steps of the MC, MR and MAD attackers at evaluation"""
+    attack_lr: float = 0.2
+    """attacker step size as a fraction of eps"""
+    eval_checkpoint: Optional[str] = None
+    """evaluate this model.pt under the attackers, without training (episodes seeded by its training seed)"""
+    eval_output: Optional[str] = None
+    """where --eval-checkpoint writes its JSON (default: eval_checkpoint.json beside the checkpoint)"""
+
+
+def fail(message):
+    """Bad input: one line on stderr, exit status 1, no traceback."""
+    raise SystemExit(f"{ALGO}.py: error: {message}")
+
+
+def resolve_args(args):
+    """Fill preset fields from Table 4 and reject bad values before anything is written."""
+    if args.env_id is None:
+        args.env_id = "SafetyCarCircle-v0"
+    if args.env_id not in gym.envs.registry:
+        known = ", ".join(sorted(k for k in gym.envs.registry if k.startswith("Safety")))
+        fail(f"unknown env id {args.env_id!r}; bullet-safety-gym ids are: {known}")
+    for name, value in PRESETS.get(args.env_id, DEFAULT_PRESET).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    for name in ("total_timesteps", "steps_per_epoch", "num_envs", "actor_steps", "critic_steps", "minibatch_size",
+                 "q_batch_size", "q_buffer_size", "eval_episodes", "attack_steps", "train_attack_steps", "threads"):
+        if getattr(args, name) <= 0:
+            fail(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    for name in ("eval_every", "q_steps", "cost_limit", "kp", "ki", "kd"):
+        if getattr(args, name) < 0:
+            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.attacker not in ("mad", "mc"):
+        fail(f"--attacker must be mad or mc, got {args.attacker!r}")
+    for name in ("eps", "sa_beta", "actor_lr", "critic_lr", "clip_coef", "target_kl", "max_grad_norm", "attack_lr"):
+        if not getattr(args, name) >= 0:
+            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    for name in ("gamma", "gae_lambda", "q_gamma"):
+        if not 0 < getattr(args, name) <= 1:
+            fail(f"--{name.replace('_', '-')} must be in (0, 1], got {getattr(args, name)}")
+    for attacker in args.eval_attackers:
+        if attacker not in ATTACKERS:
+            fail(f"unknown attacker {attacker!r} in --eval-attackers; allowed: {', '.join(ATTACKERS)}")
+    return args
+
+
+def make_env(env_id):
+    return lambda: gym.make(env_id)
+
+
+def step_costs(infos, num_envs):
+    """Per-env cost of the last vector step, including the last step of episodes that just auto-reset."""
+    costs = np.where(infos.get("_cost", np.zeros(num_envs, bool)), infos.get("cost", np.zeros(num_envs)), 0.0)
+    for i in np.flatnonzero(infos.get("_final_info", np.zeros(num_envs, bool))):
+        costs[i] = infos["final_info"][i].get("cost", 0.0)
+    return costs.astype(np.float64)
+
+
+def mlp(in_dim, out_dim, hidden=(256, 256)):
+    layers, dim = [], in_dim
+    for h in hidden:
+        layers += [nn.Linear(dim, h), nn.ReLU()]
+        dim = h
+    return nn.Sequential(*layers, nn.Linear(dim, out_dim))
+
+
+class QNetwork(nn.Module):
+    def __init__(self, obs_dim, act_dim):
+        super().__init__()
+        self.net = mlp(obs_dim + act_dim, 1)
+
+    def forward(self, obs, act):
+        return self.net(torch.cat([obs, act], -1)).squeeze(-1)
+
+
+class Actor(nn.Module):
+    """Gaussian policy: tanh-squashed state-dependent mean, log-std a separate learnable parameter (B.3.2)."""
+
+    def __init__(self, obs_dim, act_dim):
+        super().__init__()
+        self.mean = mlp(obs_dim, act_dim)
+        self.log_std = nn.Parameter(torch.full((act_dim,), -0.5))
+
+    def forward(self, obs):
+        mean = torch.tanh(self.mean(obs))
+        return mean, self.log_std.clamp(-5.0, 1.0).exp().expand_as(mean)
+
+
+def gaussian_log_prob(mean, std, act):
+    return (-0.5 * ((act - mean) / std) ** 2 - std.log() - 0.5 * np.log(2 * np.pi)).sum(-1)
+
+
+class PIDLagrangian:
+    """lam = max(0, Kp e + I + Kd max(0, de)), I = max(0, I + Ki e), e = mean episodic cost - cost limit."""
+
+    def __init__(self, kp, ki, kd, cost_limit):
+        self.kp, self.ki, self.kd, self.cost_limit = kp, ki, kd, cost_limit
+        self.integral, self.prev_cost, self.lam = 0.0, 0.0, 0.0
+
+    def update(self, episodic_cost):
+        error = episodic_cost - self.cost_limit
+        self.integral = max(0.0, self.integral + self.ki * error)
+        derivative = max(0.0, episodic_cost - self.prev_cost)
+        self.prev_cost = episodic_cost
+        self.lam = max(0.0, self.kp * error + self.integral + self.kd * derivative)
+        return self.lam
+
+
+def gae(rewards, values, next_values, terminated, episode_end, gamma, gae_lambda):
+    """Generalised advantage estimates over a (T, num_envs) rollout.
+
+    next_values[t] is V of the true next state (the final observation when an episode ended at t); it is
+    bootstrapped unless the episode terminated, so truncation at the time limit is not treated as an end of
+    the task. episode_end[t] (terminated or truncated) stops the recursion from crossing into the next episode.
+    """
+    advantages = np.zeros_like(rewards)
+    running = np.zeros(rewards.shape[1])
+    for t in reversed(range(len(rewards))):
+        delta = rewards[t] + gamma * (1 - terminated[t]) * next_values[t] - values[t]
+        running = delta + gamma * gae_lambda * (1 - episode_end[t]) * running
+        advantages[t] = running
+    return advantages, advantages + values
+
+
+def ppol_loss(actor, obs, act, old_logp, adv_r, adv_c, lam, clip_coef):
+    """Eq. (70): ((l_ppo - lam * A_c term) / (1 + lam)), returned negated as a loss, and the approximate KL."""
+    mean, std = actor(obs)
+    logp = gaussian_log_prob(mean, std, act)
+    ratio = (logp - old_logp).exp()
+    l_ppo = torch.min(ratio * adv_r, ratio.clamp(1 - clip_coef, 1 + clip_coef) * adv_r).mean()  # eq. (69)
+    cost_term = (ratio * adv_c).mean()
+    loss = -(l_ppo - lam * cost_term) / (1 + lam)
+    approx_kl = ((ratio - 1) - (logp - old_logp)).mean()
+    return loss, approx_kl.detach()
+
+
+def sa_regulariser(actor, obs, obs_adv):
+    """Algorithm 4, line 7: KL(pi(.|s) || pi_theta(.|s_adv)), no gradient through the benign path pi(.|s)."""
+    with torch.no_grad():
+        mean, std = actor(obs)
+    return gaussian_kl(mean, std, *actor(obs_adv)).mean()
+
+
+def normalise(x):
+    return (x - x.mean()) / (x.std() + 1e-8)
+
+
+class ReplayBuffer:
+    def __init__(self, capacity, obs_dim, act_dim):
+        self.obs = np.zeros((capacity, obs_dim), np.float32)
+        self.next_obs = np.zeros((capacity, obs_dim), np.float32)
+        self.act = np.zeros((capacity, act_dim), np.float32)
+        self.rew = np.zeros(capacity, np.float32)
+        self.cost = np.zeros(capacity, np.float32)
+        self.terminated = np.zeros(capacity, np.float32)
+        self.capacity, self.ptr, self.size = capacity, 0, 0
+
+    def add(self, obs, act, rew, cost, next_obs, terminated):
+        n = len(obs)
+        idx = (self.ptr + np.arange(n)) % self.capacity
+        self.obs[idx], self.act[idx], self.rew[idx], self.cost[idx] = obs, act, rew, cost
+        self.next_obs[idx], self.terminated[idx] = next_obs, terminated
+        self.ptr = (self.ptr + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, n, rng):
+        idx = rng.integers(0, self.size, n)
+        return [torch.as_tensor(a[idx]) for a in (self.obs, self.act, self.rew, self.cost, self.next_obs,
+                                                   self.terminated)]
+
+
+class Rollout:
+    """One epoch of on-policy data, (steps, num_envs) per field; add() is called once per vector step."""
+
+    def __init__(self, steps, num_envs, obs_dim, act_dim):
+        shape = (steps, num_envs)
+        self.obs, self.next_obs = np.zeros((*shape, obs_dim), np.float32), np.zeros((*shape, obs_dim), np.float32)
+        self.act = np.zeros((*shape, act_dim), np.float32)
+        self.rew, self.cost, self.logp = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+        self.terminated, self.episode_end = np.zeros(shape), np.zeros(shape)
+        self.t = 0
+
+    def add(self, obs, act, rew, cost, next_obs, terminated, truncated, logp):
+        t = self.t
+        self.obs[t], self.act[t], self.rew[t], self.cost[t], self.next_obs[t] = obs, act, rew, cost, next_obs
+        self.terminated[t], self.episode_end[t], self.logp[t] = terminated, terminated | truncated, logp
+        self.t = (t + 1) % len(self.obs)
+
+
+def soft_update(target, source, polyak):
+    with torch.no_grad():
+        for t, s in zip(target.parameters(), source.parameters()):
+            t.mul_(polyak).add_(s, alpha=1 - polyak)
+
+
+def update_attack_critics(buffer, actor, qr, qc, targets, q_opt, args, rng):
+    """Off-policy Q_r, Q_c of the current policy, for the MC and MR attackers only."""
+    loss = torch.zeros(())
+    for _ in range(args.q_steps if buffer.size else 0):
+        obs, act, rew, cost, next_obs, terminated = buffer.sample(args.q_batch_size, rng)
+        with torch.no_grad():
+            mean, std = actor(next_obs)
+            next_act = (mean + std * torch.randn_like(mean)).clamp(-1, 1)
+            y_r = rew + args.q_gamma * (1 - terminated) * targets[0](next_obs, next_act)
+            y_c = cost + args.q_gamma * (1 - terminated) * targets[1](next_obs, next_act)
+        loss = F.mse_loss(qr(obs, act), y_r) + F.mse_loss(qc(obs, act), y_c)
+        q_opt.zero_grad()
+        loss.backward()
+        q_opt.step()
+        for target, source in zip(targets, (qr, qc)):
+            soft_update(target, source, args.polyak)
+    return loss.item()
+
+
+def evaluate(actor, qr, qc, args):
+    """Deterministic policy under each attacker, batched across envs; one episode per env, <= 20 envs at once."""
+    n_envs = min(args.eval_episodes, 20)
+    envs = gym.vector.SyncVectorEnv([make_env(args.env_id) for _ in range(n_envs)])
+    results, training_rng_state = {}, np.random.get_state()
+    for attacker in args.eval_attackers:
+        generator = torch.Generator().manual_seed(args.seed)
+        returns, costs = [], []
+        for first in range(0, args.eval_episodes, n_envs):
+            # bullet-safety-gym ignores reset(seed=...) and draws initial states from the global numpy RNG
+            np.random.seed(10_000 + args.seed * 1000 + first)
+            obs, _ = envs.reset(seed=[10_000 + args.seed * 1000 + first + i for i in range(n_envs)])
+            ep_ret, ep_cost = np.zeros(n_envs), np.zeros(n_envs)
+            done = np.zeros(n_envs, bool)
+            while not done.all():
+                obs_t = torch.as_tensor(obs, dtype=torch.float32)
+                obs_adv = perturb(attacker, obs_t, args.eps, actor, qr, qc, args.attack_steps, args.attack_lr,
+                                  generator)
+                with torch.no_grad():
+                    act = actor(obs_adv)[0].numpy()
+                obs, rew, terminated, truncated, infos = envs.step(act)
+                live = ~done
+                ep_ret[live] += rew[live]
+                ep_cost[live] += step_costs(infos, n_envs)[live]
+                done |= terminated | truncated
+            keep = min(n_envs, args.eval_episodes - first)
+            returns += ep_ret[:keep].tolist()
+            costs += ep_cost[:keep].tolist()
+        results[attacker] = dict(return_mean=float(np.mean(returns)), return_std=float(np.std(returns)),
+                                 cost_mean=float(np.mean(costs)), cost_std=float(np.std(costs)),
+                                 episodes=len(returns), eps=args.eps if attacker != "none" else 0.0,
+                                 attack_steps=args.attack_steps if attacker in ("mc", "mr", "mad") else 0,
+                                 returns=returns, costs=costs)
+    envs.close()
+    np.random.set_state(training_rng_state)
+    return results
+
+
+def write_atomic(path, write):
+    """Write a file through a temp file and os.replace, so readers never see half a file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_json(path, data):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2)
+    write_atomic(path, write)
+
+
+def write_csv(path, rows):
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    write_atomic(path, write)
+
+
+NETWORKS = ("actor", "value_r", "value_c", "qr", "qc")
+
+
+def save_checkpoint(path, networks, args, obs_dim, act_dim, global_step):
+    checkpoint = dict(algo=ALGO, env_id=args.env_id, args=asdict(args), obs_dim=obs_dim, act_dim=act_dim,
+                      global_step=global_step, **{name: net.state_dict() for name, net in networks.items()})
+    write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
+
+
+def eval_record(args, results, global_step):
+    return dict(algo=ALGO, env_id=args.env_id, seed=args.seed, global_step=global_step, eps=args.eps,
+                attack_steps=args.attack_steps, results=results)
+
+
+def build_networks(obs_dim, act_dim):
+    return dict(actor=Actor(obs_dim, act_dim), value_r=mlp(obs_dim, 1), value_c=mlp(obs_dim, 1),
+                qr=QNetwork(obs_dim, act_dim), qc=QNetwork(obs_dim, act_dim))
+
+
+def load_checkpoint(args):
+    """Load --eval-checkpoint, check it against the command line, and rebuild the networks."""
+    path = args.eval_checkpoint
+    if not os.path.isfile(path):
+        fail(f"checkpoint {path!r} does not exist")
+    try:
+        ckpt = torch.load(path, weights_only=True)
+    except Exception as exc:  # any unreadable file is the same bad input to the user
+        fail(f"checkpoint {path!r} is not a readable torch checkpoint ({type(exc).__name__})")
+    keys = ("algo", "env_id", "args", "obs_dim", "act_dim", *NETWORKS)
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in keys):
+        fail(f"checkpoint {path!r} is not a {ALGO}.py checkpoint (needs keys {', '.join(keys)})")
+    if ckpt["algo"] != ALGO:
+        fail(f"checkpoint {path!r} was written by {ckpt['algo']}.py, not {ALGO}.py")
+    if args.env_id is not None and args.env_id != ckpt["env_id"]:
+        fail(f"checkpoint {path!r} was trained on {ckpt['env_id']}, not on --env-id {args.env_id}")
+    args.env_id, args.seed = ckpt["env_id"], ckpt["args"]["seed"]
+    if args.eps is None:
+        args.eps = ckpt["args"]["eps"]
+    resolve_args(args)
+    networks = build_networks(ckpt["obs_dim"], ckpt["act_dim"])
+    try:
+        for name, net in networks.items():
+            net.load_state_dict(ckpt[name])
+    except RuntimeError:
+        fail(f"checkpoint {path!r} holds networks of another shape than {ALGO}.py builds")
+    return networks, ckpt["global_step"]
+
+
+def eval_checkpoint(args):
+    networks, global_step = load_checkpoint(args)
+    out = args.eval_output or os.path.join(os.path.dirname(os.path.abspath(args.eval_checkpoint)),
+                                           "eval_checkpoint.json")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        fail(f"--eval-output {out!r}: its folder does not exist")
+    results = evaluate(networks["actor"], networks["qr"], networks["qc"], args)
+    write_json(out, eval_record(args, results, global_step))
+    for attacker, r in results.items():
+        print(f"eval {attacker:8s} return {r['return_mean']:8.2f} +- {r['return_std']:.2f}  "
+              f"cost {r['cost_mean']:6.2f} +- {r['cost_std']:.2f}")
+    print(f"wrote {out}")
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(args):
+    run_name = f"{args.env_id}__{ALGO}__{args.seed}__{int(time.time())}"
+    run_dir = args.run_dir or os.path.join(args.output_dir, run_name)
+    if os.path.exists(os.path.join(run_dir, "eval.json")):
+        fail(f"run directory {run_dir!r} already holds a finished run (eval.json)")
+    seed_everything(args.seed)
+    envs = gym.vector.SyncVectorEnv([make_env(args.env_id) for _ in range(args.num_envs)])
+    obs_dim = envs.single_observation_space.shape[0]
+    act_dim = envs.single_action_space.shape[0]
+    steps = max(1, args.steps_per_epoch // args.num_envs)  # vector steps per rollout
+
+    networks = build_networks(obs_dim, act_dim)
+    actor, value_r, value_c, qr, qc = (networks[name] for name in NETWORKS)
+    q_targets = [QNetwork(obs_dim, act_dim) for _ in range(2)]
+    for target, source in zip(q_targets, (qr, qc)):
+        target.load_state_dict(source.state_dict())
+        target.requires_grad_(False)
+    actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr)
+    critic_opt = torch.optim.Adam([*value_r.parameters(), *value_c.parameters()], lr=args.critic_lr)
+    q_opt = torch.optim.Adam([*qr.parameters(), *qc.parameters()], lr=args.critic_lr)
+    pid = PIDLagrangian(args.kp, args.ki, args.kd, args.cost_limit)
+    buffer = ReplayBuffer(args.q_buffer_size, obs_dim, act_dim)
+    rng = np.random.default_rng(args.seed)
+
+    os.makedirs(run_dir, exist_ok=True)
+    writer = SummaryWriter(run_dir)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in
+                                                                            vars(args).items()))
+    shape = (steps, args.num_envs)
+    rollout = Rollout(steps, args.num_envs, obs_dim, act_dim)
+    progress_rows = []
+    ep_ret, ep_cost = np.zeros(args.num_envs), np.zeros(args.num_envs)
+    cumulative_cost, global_step, epoch = 0.0, 0, 0
+    start_time = time.time()
+    obs, _ = envs.reset(seed=[args.seed + i for i in range(args.num_envs)])
+
+    while global_step < args.total_timesteps:
+        epoch_time = time.time()
+        epoch_returns, epoch_costs = [], []
+        for _ in range(steps):
+            with torch.no_grad():
+                mean, std = actor(torch.as_tensor(obs, dtype=torch.float32))
+                act = mean + std * torch.randn_like(mean)
+                logp = gaussian_log_prob(mean, std, act)
+            # the env sees the clipped action; PPO's ratio uses the sampled one
+            next_obs, rew, terminated, truncated, infos = envs.step(act.clamp(-1, 1).numpy())
+            cost = step_costs(infos, args.num_envs)
+            real_next_obs = next_obs.copy()
+            for i in np.flatnonzero(infos.get("_final_observation", np.zeros(args.num_envs, bool))):
+                real_next_obs[i] = infos["final_observation"][i]
+            rollout.add(obs, act.numpy(), rew, cost, real_next_obs, terminated, truncated, logp.numpy())
+            buffer.add(obs, act.clamp(-1, 1).numpy(), rew, cost, real_next_obs, terminated)
+            obs = next_obs
+            global_step += args.num_envs
+            cumulative_cost += cost.sum()
+            ep_ret += rew
+            ep_cost += cost
+            for i in np.flatnonzero(terminated | truncated):
+                writer.add_scalar("charts/episodic_return", ep_ret[i], global_step)
+                writer.add_scalar("charts/episodic_cost", ep_cost[i], global_step)
+                writer.add_scalar("charts/cumulative_cost", cumulative_cost, global_step)
+                epoch_returns.append(ep_ret[i])
+                epoch_costs.append(ep_cost[i])
+                ep_ret[i] = ep_cost[i] = 0.0
+        rollout_sps = steps * args.num_envs / (time.time() - epoch_time)
+
+        # PID Lagrangian on the rollout's mean episodic cost (the running episode's cost if none finished)
+        lam = pid.update(float(np.mean(epoch_costs)) if epoch_costs else float(ep_cost.mean()))
+        flat_obs = torch.as_tensor(rollout.obs.reshape(-1, obs_dim))
+        with torch.no_grad():
+            values = [v(flat_obs).reshape(shape).numpy() for v in (value_r, value_c)]
+            next_values = [v(torch.as_tensor(rollout.next_obs.reshape(-1, obs_dim))).reshape(shape).numpy()
+                           for v in (value_r, value_c)]
+        adv_r, ret_r = gae(rollout.rew, values[0], next_values[0], rollout.terminated, rollout.episode_end,
+                           args.gamma, args.gae_lambda)
+        adv_c, ret_c = gae(rollout.cost, values[1], next_values[1], rollout.terminated, rollout.episode_end,
+                           args.gamma, args.gae_lambda)
+        data = [flat_obs, torch.as_tensor(rollout.act.reshape(-1, act_dim)),
+                torch.as_tensor(rollout.logp.reshape(-1), dtype=torch.float32),
+                normalise(torch.as_tensor(adv_r.reshape(-1), dtype=torch.float32)),
+                normalise(torch.as_tensor(adv_c.reshape(-1), dtype=torch.float32)),
+                torch.as_tensor(ret_r.reshape(-1), dtype=torch.float32),
+                torch.as_tensor(ret_c.reshape(-1), dtype=torch.float32)]
+        # Algorithm 4, line 4: adversarial states for the whole rollout, once per epoch
+        obs_adv = perturb(args.attacker, flat_obs, args.eps, actor, qr, qc, args.train_attack_steps, args.attack_lr)
+        n = len(flat_obs)
+        actor_steps_done, approx_kl = 0, torch.zeros(())
+        for _ in range(args.actor_steps):
+            idx = torch.as_tensor(rng.integers(0, n, args.minibatch_size))
+            loss, approx_kl = ppol_loss(actor, *(d[idx] for d in data[:5]), lam, args.clip_coef)
+            kl_robust = sa_regulariser(actor, data[0][idx], obs_adv[idx])
+            loss = loss + args.sa_beta * kl_robust  # Algorithm 4, line 9
+            if approx_kl > 1.5 * args.target_kl:
+                break
+            actor_opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
+            actor_opt.step()
+            actor_steps_done += 1
+        for _ in range(args.critic_steps):
+            idx = torch.as_tensor(rng.integers(0, n, args.minibatch_size))
+            v_loss = F.mse_loss(value_r(data[0][idx]).squeeze(-1), data[5][idx]) + \
+                F.mse_loss(value_c(data[0][idx]).squeeze(-1), data[6][idx])
+            critic_opt.zero_grad()
+            v_loss.backward()
+            nn.utils.clip_grad_norm_([*value_r.parameters(), *value_c.parameters()], args.max_grad_norm)
+            critic_opt.step()
+        q_loss = update_attack_critics(buffer, actor, qr, qc, q_targets, q_opt, args, rng)
+
+        epoch += 1
+        sps = steps * args.num_envs / (time.time() - epoch_time)
+        for key, value in {"charts/SPS": sps, "charts/rollout_SPS": rollout_sps, "losses/lam": lam,
+                           "losses/policy_loss": loss.item(), "losses/value_loss": v_loss.item(),
+                           "losses/q_loss": q_loss, "losses/approx_kl": approx_kl.item(),
+                           "losses/actor_steps": actor_steps_done,
+                           "losses/kl_robust": kl_robust.item()}.items():
+            writer.add_scalar(key, value, global_step)
+        mean_ret = float(np.mean(epoch_returns)) if epoch_returns else float("nan")
+        mean_cost = float(np.mean(epoch_costs)) if epoch_costs else float("nan")
+        progress_rows.append(dict(epoch=epoch, global_step=global_step, episodic_return=mean_ret,
+                                  episodic_cost=mean_cost, cumulative_cost=cumulative_cost, SPS=round(sps, 1),
+                                  wall_time=round(time.time() - start_time, 1)))
+        write_csv(os.path.join(run_dir, "progress.csv"), progress_rows)
+        print(f"epoch {epoch} step {global_step} SPS {sps:.0f} return {mean_ret:.1f} cost {mean_cost:.2f} "
+              f"lam {lam:.3g} actor steps {actor_steps_done}", flush=True)
+        last = global_step >= args.total_timesteps
+        if last or (args.eval_every and epoch % args.eval_every == 0):
+            save_checkpoint(os.path.join(run_dir, "model.pt"), networks, args, obs_dim, act_dim, global_step)
+            results = evaluate(actor, qr, qc, args)
+            for attacker, r in results.items():
+                writer.add_scalar(f"eval/{attacker}/return", r["return_mean"], global_step)
+                writer.add_scalar(f"eval/{attacker}/cost", r["cost_mean"], global_step)
+                print(f"eval {attacker:8s} return {r['return_mean']:8.2f} +- {r['return_std']:.2f}  "
+                      f"cost {r['cost_mean']:6.2f} +- {r['cost_std']:.2f}", flush=True)
+            if last:
+                write_json(os.path.join(run_dir, "eval.json"), eval_record(args, results, global_step))
+    envs.close()
+    writer.close()
+    print(f"run directory: {run_dir}")
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    torch.set_num_threads(max(1, args.threads))
+    if args.eval_checkpoint:
+        eval_checkpoint(args)
+    else:
+        train(resolve_args(args))

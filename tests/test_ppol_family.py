@@ -1,0 +1,73 @@
+"""sa_ppol.py and adv_ppol.py: the SA regulariser, ADV-PPOL's attacked rollouts, smoke runs, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import sa_ppol
+from recording import ROOT, recorded_run
+
+TINY = ["--env-id", "SafetyBallCircle-v0", "--total-timesteps", "2000", "--steps-per-epoch", "500",
+        "--num-envs", "5", "--q-steps", "5", "--eval-episodes", "2", "--attack-steps", "3",
+        "--train-attack-steps", "3"]
+
+
+def test_sa_regulariser_is_zero_without_perturbation_and_grows_with_it():
+    torch.manual_seed(0)
+    actor = sa_ppol.Actor(8, 2)
+    obs = torch.randn(64, 8)
+    assert sa_ppol.sa_regulariser(actor, obs, obs).item() == 0.0
+    kl = sa_ppol.sa_regulariser(actor, obs, obs + 0.5 * torch.randn_like(obs))
+    assert kl.item() > 0
+    kl.backward()  # gradient flows only through the adversarial path, into the actor
+    assert all(p.grad is not None for p in actor.mean.parameters())
+
+
+def assert_outputs(run_dir):
+    record = json.loads((run_dir / "eval.json").read_text())
+    assert set(record["results"]) == {"none", "mc", "mr", "mad", "uniform"}
+    assert (run_dir / "model.pt").exists() and len((run_dir / "progress.csv").read_text().splitlines()) == 5
+
+
+@pytest.mark.parametrize("attacker", ["mad", "mc"])
+def test_sa_ppol_smoke(attacker, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "sa_ppol.py"), *TINY, "--attacker", attacker,
+                           "--run-dir", str(run_dir)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert_outputs(run_dir)
+
+
+@pytest.mark.parametrize("attacker", ["mc", "mr"])
+def test_adv_ppol_stores_attacked_observations_within_eps(attacker, tmp_path):
+    run_dir = tmp_path / "run"
+    flags = [*TINY, "--attacker", attacker, "--adv-start-epoch", "0", "--adv-ramp-epochs", "1", "--run-dir",
+             str(run_dir)]
+    _, obs, next_obs = recorded_run("adv_ppol", tmp_path, flags, buffer_class="Rollout")
+    # rollout row t+1 holds nu(s_t+1); row t's next obs is the true s_t+1 (episodes are 200 vector steps)
+    change = np.abs(obs[1:] - next_obs[:-1]).max(axis=(1, 2))
+    within_episode = (np.arange(len(change)) + 1) % 200 != 0
+    assert (change[within_episode] <= 0.05 + 1e-6).all()
+    assert (change[100:][within_episode[100:]] > 0).all()  # epochs >= 1 run at eps_t = eps
+    assert (change[:99] < 1e-6).all()  # epoch 0: eps_t = 0 (float32 rounding only)
+    assert_outputs(run_dir)
+
+
+@pytest.mark.parametrize("script,flags,needle", [
+    ("sa_ppol.py", ["--attacker", "mr"], "'mr'"),
+    ("adv_ppol.py", ["--attacker", "mad"], "'mad'"),
+    ("ppol.py", ["--eps", "-1"], "-1"),
+    ("ppol.py", ["--steps-per-epoch", "0"], "--steps-per-epoch"),
+    ("ppol.py", ["--env-id", "Nope-v1"], "Nope-v1"),
+])
+def test_bad_input(script, flags, needle, tmp_path):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, script), *flags, "--output-dir", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr
+    assert not (tmp_path / "r").exists()
