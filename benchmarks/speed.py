@@ -1,8 +1,10 @@
-"""Speed of cvpo.py and attacks.py, all figures from one run (the machine is shared: compare ratios, not times).
+"""Speed of the scripts and attacks.py, all figures from one run (the machine is shared: compare ratios).
 
-(a) cvpo.py training env steps/s against raw env stepping with random actions, same --num-envs;
+(a) cvpo.py, safer.py and ppol.py training env steps/s against raw env stepping with random actions, same
+    --num-envs (ppol.py at its own default of 10 envs, against raw stepping at 10 envs);
 (b) one evaluation step under MC with 200 attack steps, batched across 1, 4, 16 envs, over an unattacked step;
-(c) the E-step: dual solve alone and the whole E-step (particle Q evaluation included) for N x K tables.
+(c) the E-step: dual solve alone and the whole E-step (particle Q evaluation included) for N x K tables;
+(d) where an update's time goes, CVPO against SAFER: critics, E-step, SAFER's attack, M-step.
 
     python benchmarks/speed.py [--env-id SafetyCarCircle-v0] [--num-envs 2] [--train-steps 20000]
 """
@@ -27,7 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import cvpo  # noqa: E402
-from attacks import perturb  # noqa: E402
+import safer  # noqa: E402
+from attacks import critic_attack, perturb  # noqa: E402
 
 
 @dataclass
@@ -50,15 +53,55 @@ def raw_sps(env_id, num_envs, steps):
     return steps / (time.perf_counter() - start)
 
 
-def cvpo_sps(env_id, num_envs, steps):
+def training_sps(script, env_id, num_envs, steps, flags):
+    """Mean SPS of a short training run, over its epochs after the first `skip` env steps."""
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, os.path.join(ROOT, "cvpo.py"), "--env-id", env_id, "--num-envs",
-                        str(num_envs), "--total-timesteps", str(steps), "--learning-starts", "5000",
-                        "--steps-per-epoch", "2500", "--eval-attackers", "none", "--eval-episodes", "1",
-                        "--run-dir", os.path.join(tmp, "run")], check=True, capture_output=True)
+        subprocess.run([sys.executable, os.path.join(ROOT, script), "--env-id", env_id, "--num-envs",
+                        str(num_envs), "--total-timesteps", str(steps), *flags, "--eval-attackers", "none",
+                        "--eval-episodes", "1", "--run-dir", os.path.join(tmp, "run")], check=True,
+                       capture_output=True)
         with open(os.path.join(tmp, "run", "progress.csv")) as f:
-            rows = [r for r in csv.DictReader(f) if int(r["global_step"]) > 5000]
-    return float(np.mean([float(r["SPS"]) for r in rows]))
+            rows = list(csv.DictReader(f))
+    off_policy_rows = [r for r in rows if int(r["global_step"]) > 5000]
+    return float(np.mean([float(r["SPS"]) for r in (off_policy_rows if script != "ppol.py" else rows)]))
+
+
+def timed(fn, repeats):
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def update_breakdown(env_id, repeats=10):
+    """Milliseconds per update part, CVPO against SAFER, at the env's presets on one random batch."""
+    args = safer.resolve_args(safer.Args(env_id=env_id))
+    cvpo_args = cvpo.resolve_args(cvpo.Args(env_id=env_id))
+    obs_dim, act_dim = 8, 2
+    actor, target_actor = cvpo.Actor(obs_dim, act_dim), cvpo.Actor(obs_dim, act_dim)
+    critics = [cvpo.QNetwork(obs_dim, act_dim) for _ in range(3)]
+    targets = [cvpo.QNetwork(obs_dim, act_dim) for _ in range(3)]
+    critic_opt = torch.optim.Adam([p for c in critics for p in c.parameters()], lr=1e-3)
+    actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr)
+    n = args.batch_size
+    batch = [torch.randn(n, obs_dim), torch.rand(n, act_dim) * 2 - 1, torch.randn(n), torch.rand(n),
+             torch.randn(n, obs_dim), torch.zeros(n)]
+    particles, weights, _, _ = cvpo.e_step(batch[0], target_actor, *targets, args.num_particles, args.estep_kl, 1.5,
+                                           np.array([1.0, 1.0]))
+    obs_adv = critic_attack(batch[0], args.eps, actor, critics[2], args.train_attack_steps)
+    return {
+        "critics": timed(lambda: cvpo.update_critics(batch, *critics, targets, target_actor, critic_opt, 0.99),
+                         repeats),
+        "E-step": timed(lambda: cvpo.e_step(batch[0], target_actor, *targets, args.num_particles, args.estep_kl,
+                                            1.5, np.array([1.0, 1.0])), repeats),
+        f"SAFER attack ({args.train_attack_steps} steps)": timed(
+            lambda: critic_attack(batch[0], args.eps, actor, critics[2], args.train_attack_steps), repeats),
+        "CVPO M-step": timed(lambda: cvpo.m_step(actor, target_actor, actor_opt, batch[0], particles, weights,
+                                                 [1.0, 1.0], cvpo_args), repeats),
+        "SAFER robust M-step": timed(lambda: safer.robust_m_step(actor, target_actor, actor_opt, batch[0], obs_adv,
+                                                                 particles, weights, [1.0, 1.0, 1.0], args), repeats),
+    }
 
 
 def eval_step_cost(env_id, batch, attacker, steps=200, repeats=5):
@@ -97,9 +140,15 @@ if __name__ == "__main__":
     args = tyro.cli(Args)
     torch.set_num_threads(1)
     raw = raw_sps(args.env_id, args.num_envs, 6000)
-    train = cvpo_sps(args.env_id, args.num_envs, args.train_steps)
-    print(f"(a) {args.env_id}, {args.num_envs} envs: raw random stepping {raw:.0f} steps/s, cvpo.py training "
-          f"{train:.0f} steps/s, ratio {train / raw:.2f}")
+    off_policy = ["--learning-starts", "5000", "--steps-per-epoch", "2500"]
+    for script in ("cvpo.py", "safer.py"):
+        train = training_sps(script, args.env_id, args.num_envs, args.train_steps, off_policy)
+        print(f"(a) {args.env_id}, {args.num_envs} envs: raw random stepping {raw:.0f} steps/s, {script} training "
+              f"{train:.0f} steps/s, ratio {train / raw:.2f}")
+    raw10 = raw_sps(args.env_id, 10, 6000)
+    train = training_sps("ppol.py", args.env_id, 10, 90_000, ["--steps-per-epoch", "30000"])
+    print(f"(a) {args.env_id}, 10 envs: raw random stepping {raw10:.0f} steps/s, ppol.py training {train:.0f} "
+          f"steps/s, ratio {train / raw10:.2f}")
     for batch in (1, 4, 16):
         clean = eval_step_cost(args.env_id, batch, "none", repeats=50)
         attacked = eval_step_cost(args.env_id, batch, "mc")
@@ -108,3 +157,5 @@ if __name__ == "__main__":
     for n, k in ((256, 32), (256, 64), (128, 32)):
         dual, full = e_step_cost(n, k)
         print(f"(c) N={n} K={k}: dual solve {1e3 * dual:6.2f} ms, whole E-step {1e3 * full:6.1f} ms")
+    for part, seconds in update_breakdown(args.env_id).items():
+        print(f"(d) {part:28s} {1e3 * seconds:7.1f} ms per update")
