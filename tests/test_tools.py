@@ -1,0 +1,64 @@
+"""tools/: the report's numbers on a fabricated results tree, its figures, and the sweep runner's resume/failure."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import report  # noqa: E402
+
+ENV = "SafetyCarCircle-v0"
+
+
+def fabricate(results, method, seed, natural, mc, mr):
+    run_dir = results / ENV / method / f"seed{seed}"
+    run_dir.mkdir(parents=True)
+    res = {name: dict(return_mean=r, cost_mean=c, return_std=0.0, cost_std=0.0, episodes=10, eps=0.05,
+                      attack_steps=200) for name, (r, c) in (("none", natural), ("mc", mc), ("mr", mr))}
+    (run_dir / "eval.json").write_text(json.dumps(dict(algo=method, env_id=ENV, seed=seed, eps=0.05, results=res)))
+    steps = np.arange(1, 6) * 1000
+    rows = ["epoch,global_step,episodic_return,episodic_cost,cumulative_cost,SPS,wall_time"]
+    rows += [f"{i + 1},{s},{natural[0] * (i + 1) / 5},{i},{10.0 * (i + 1) * seed},100,1" for i, s in enumerate(steps)]
+    (run_dir / "progress.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_report_means_stds_and_figures(tmp_path):
+    results = tmp_path / "results"
+    fabricate(results, "safer", 1, (300, 0), (280, 1), (320, 2))
+    fabricate(results, "safer", 2, (200, 2), (260, 3), (300, 4))
+    fabricate(results, "cvpo", 1, (350, 0), (330, 60), (380, 40))
+    stats = report.table(str(results))
+    mean, std, n = stats[ENV]["safer"]
+    assert n == 2
+    assert mean[0].tolist() == [250, 1] and std[0].tolist() == [50, 1]  # natural
+    assert mean[1].tolist() == [270, 2] and std[1].tolist() == [10, 1]  # MC
+    assert mean[3, 0] == pytest.approx(np.mean([(300 + 280 + 320) / 3, (200 + 260 + 300) / 3]))  # average
+    assert mean[3, 1] == pytest.approx(2.0)
+    report.main(report.Args(results_dir=str(results)))
+    table = (results / "table5.md").read_text()
+    assert "| SAFER | 2 | 250.0+-50.0 / 1.00+-1.00 [258.6 / 0.00]" in table
+    assert "CVPO-vanilla | 1 |" in table
+    png = results / ENV / "figure2.png"
+    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sweep_skips_finished_runs_and_survives_failures(tmp_path):
+    results = tmp_path / "results"
+    fabricate(results, "cvpo", 1, (1, 0), (1, 0), (1, 0))  # finished: has eval.json
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "benchmark.py"), "--methods", "cvpo",
+                           "ppol", "--env-ids", ENV, "--seeds", "1", "2", "--workers", "2", "--results-dir",
+                           str(results), "--extra=--total-timesteps 0"], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 1
+    assert f"{ENV} cvpo seed1: skipped" in proc.stdout
+    for method, seed in (("cvpo", 2), ("ppol", 1), ("ppol", 2)):
+        log = results / ENV / method / f"seed{seed}" / "train.log"
+        assert f"{ENV} {method} seed{seed}: FAILED (exit 1), log {log}" in proc.stdout
+        assert "--total-timesteps must be a positive integer" in log.read_text()
+    assert "3 of 4 runs failed" in proc.stdout

@@ -1,0 +1,223 @@
+"""Report from results/: the paper's Table 5 beside ours, Figure 2, and robustness curves against eps.
+
+    python tools/report.py [--results-dir results] [--robustness]
+
+Writes <results-dir>/table5.md, <results-dir>/<env-id>/figure2.png and, with --robustness (re-evaluates every saved
+model.pt under MC at eps from 0 to 2x the env's eps, cached per run in robustness.json),
+<results-dir>/<env-id>/robustness.png.
+"""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import tyro  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+METHOD_ORDER = ["safer", "safer_no_vm", "safer_no_kl", "safer_no_mle", "cvpo", "cvpo_random", "adv_cvpo",
+                "adv_em_cvpo", "ppol", "sa_ppol", "sa_ppol_mc", "adv_ppol"]
+LABELS = {"safer": "SAFER", "safer_no_vm": "SAFER w/o vanilla M-step", "safer_no_kl": "SAFER w/o adv. KL",
+          "safer_no_mle": "SAFER w/o adv. MLE", "cvpo": "CVPO-vanilla", "cvpo_random": "CVPO-random",
+          "adv_cvpo": "ADV-CVPO", "adv_em_cvpo": "ADV-EM-CVPO", "ppol": "PPOL", "sa_ppol": "SA-PPOL",
+          "sa_ppol_mc": "SA-PPOL(MC)", "adv_ppol": "ADV-PPOL"}
+SETTINGS = ("none", "mc", "mr")
+
+# The paper's Table 5 (means over 50 episodes and 5 seeds): reward, cost for natural, MC, MR.
+PAPER_TABLE5 = {
+    "SafetyCarCircle-v0": {
+        "safer": (258.63, 0.0, 313.61, 0.1, 333.29, 0.32),
+        "cvpo": (297.2, 0.38, 244.4, 57.21, 287.4, 38.75),
+        "cvpo_random": (170.33, 0.0, 166.5, 7.51, 214.61, 2.3),
+        "adv_cvpo": (0.42, 0.0, 0.48, 0.0, 0.57, 0.0),
+        "sa_ppol": (440.79, 0.25, 275.01, 71.62, 393.56, 96.4),
+        "sa_ppol_mc": (439.44, 0.35, 348.21, 91.88, 375.59, 56.22),
+        "adv_ppol": (300.0, 0.0, 338.79, 0.28, 281.64, 0.47),
+    },
+    "SafetyBallCircle-v0": {
+        "safer": (610.03, 0.0, 625.93, 0.47, 661.22, 1.99),
+        "cvpo": (622.47, 0.0, 556.08, 20.91, 709.5, 44.82),
+        "cvpo_random": (548.16, 0.0, 546.75, 7.06, 647.34, 29.99),
+        "adv_cvpo": (4.35, 0.0, 14.39, 0.0, 13.94, 0.11),
+        "sa_ppol": (705.52, 2.82, 688.24, 48.48, 760.64, 55.83),
+        "sa_ppol_mc": (681.98, 3.07, 659.13, 42.53, 726.58, 46.38),
+        "adv_ppol": (467.54, 0.0, 666.74, 2.1, 447.53, 1.38),
+    },
+}
+
+
+@dataclass
+class Args:
+    results_dir: str = "results"
+    """root of results/<env-id>/<method>/seed<N>/"""
+    robustness: bool = False
+    """re-evaluate saved checkpoints under MC at eps from 0 to 2x the env's eps (slow; cached per run)"""
+    robustness_points: int = 5
+    """eps values from 0 to 2x eps"""
+    robustness_episodes: int = 10
+    """episodes per eps value"""
+    robustness_attack_steps: int = 200
+    """MC attack steps of the re-evaluation"""
+
+
+def seed_dirs(results_dir, env_id, method):
+    return sorted(d for d in glob.glob(os.path.join(results_dir, env_id, method, "seed*")) if os.path.isdir(d))
+
+
+def seed_values(run_dir):
+    """(reward, cost) per setting and their average over the settings, from one run's eval.json; None if absent."""
+    path = os.path.join(run_dir, "eval.json")
+    if not os.path.exists(path):
+        return None
+    results = json.load(open(path))["results"]
+    if any(s not in results for s in SETTINGS):
+        return None
+    values = [(results[s]["return_mean"], results[s]["cost_mean"]) for s in SETTINGS]
+    values.append((np.mean([v[0] for v in values]), np.mean([v[1] for v in values])))
+    return np.array(values)  # (4 settings incl. average, 2)
+
+
+def table(results_dir):
+    """Per env and method: mean and std over seeds of (reward, cost) for natural, MC, MR and their average."""
+    out = {}
+    for env_dir in sorted(glob.glob(os.path.join(results_dir, "*"))):
+        env_id = os.path.basename(env_dir)
+        for method in METHOD_ORDER:
+            runs = [v for v in (seed_values(d) for d in seed_dirs(results_dir, env_id, method)) if v is not None]
+            if runs:
+                runs = np.stack(runs)
+                out.setdefault(env_id, {})[method] = (runs.mean(0), runs.std(0), len(runs))
+    return out
+
+
+def markdown(stats):
+    lines = ["Mean +- std over seeds of each run's mean episodic reward / cost; paper (Table 5) in brackets.", ""]
+    header = "| method | seeds | natural | MC | MR | average |"
+    for env_id, methods in stats.items():
+        lines += [f"### {env_id}", "", header, "|---|---|---|---|---|---|"]
+        paper = PAPER_TABLE5.get(env_id, {})
+        for method, (mean, std, n) in methods.items():
+            cells = []
+            for i in range(4):
+                cell = f"{mean[i, 0]:.1f}+-{std[i, 0]:.1f} / {mean[i, 1]:.2f}+-{std[i, 1]:.2f}"
+                if method in paper:
+                    p = paper[method]
+                    ref = (p[2 * i], p[2 * i + 1]) if i < 3 else (np.mean(p[0::2]), np.mean(p[1::2]))
+                    cell += f" [{ref[0]:.1f} / {ref[1]:.2f}]"
+                cells.append(cell)
+            lines.append(f"| {LABELS[method]} | {n} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def progress(run_dir):
+    path = os.path.join(run_dir, "progress.csv")
+    if not os.path.exists(path):
+        return None
+    data = np.genfromtxt(path, delimiter=",", names=True)
+    data = np.atleast_1d(data)
+    ret = np.nan_to_num(data["episodic_return"], nan=-np.inf)
+    return data["cumulative_cost"], np.maximum.accumulate(ret)
+
+
+def figure2(results_dir, env_id, path):
+    """Max episodic reward so far against cumulative training cost (log x), mean over seeds, per method."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method in METHOD_ORDER:
+        curves = [c for c in (progress(d) for d in seed_dirs(results_dir, env_id, method)) if c is not None]
+        curves = [(x, y) for x, y in curves if np.isfinite(y).any() and x.max() > 0]
+        if not curves:
+            continue
+        grid = np.logspace(np.log10(max(1.0, min(x[x > 0].min() for x, _ in curves))),
+                           np.log10(min(x.max() for x, _ in curves)), 100)
+        ys = np.mean([np.interp(grid, x, np.where(np.isfinite(y), y, np.nan)) for x, y in curves], axis=0)
+        line, = ax.plot(grid, ys, label=LABELS[method])
+        ax.annotate(LABELS[method], (grid[-1], ys[-1]), color=line.get_color(), fontsize=8,
+                    xytext=(3, 0), textcoords="offset points", va="center")
+    ax.set_xscale("log")
+    ax.set_xlabel("cumulative training cost")
+    ax.set_ylabel("max episodic reward so far")
+    ax.set_title(f"{env_id}: reward reached against cost paid in training")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def robustness_values(run_dir, args):
+    """{eps: (reward, cost)} under MC for one run, re-evaluating its model.pt where not cached."""
+    cache_path = os.path.join(run_dir, "robustness.json")
+    cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {}
+    ckpt_path = os.path.join(run_dir, "model.pt")
+    record = json.load(open(os.path.join(run_dir, "eval.json")))
+    eps_values = np.linspace(0, 2 * record["eps"], args.robustness_points)
+    for eps in eps_values:
+        key = f"{eps:.6g}"
+        if key in cache or not os.path.exists(ckpt_path):
+            continue
+        out = os.path.join(run_dir, "robustness_eval.tmp.json")
+        subprocess.run([sys.executable, os.path.join(ROOT, f"{record['algo']}.py"), "--eval-checkpoint", ckpt_path,
+                        "--eps", str(eps), "--eval-attackers", "mc", "--eval-episodes",
+                        str(args.robustness_episodes), "--attack-steps", str(args.robustness_attack_steps),
+                        "--eval-output", out], check=True, capture_output=True)
+        r = json.load(open(out))["results"]["mc"]
+        os.remove(out)
+        cache[key] = (r["return_mean"], r["cost_mean"])
+        tmp = cache_path + ".tmp"
+        json.dump(cache, open(tmp, "w"), indent=2)
+        os.replace(tmp, cache_path)
+    return {float(k): v for k, v in cache.items()}
+
+
+def robustness_plot(results_dir, env_id, args, path):
+    fig, (ax_cost, ax_ret) = plt.subplots(1, 2, figsize=(10, 4))
+    for method in METHOD_ORDER:
+        per_seed = [robustness_values(d, args) for d in seed_dirs(results_dir, env_id, method)
+                    if os.path.exists(os.path.join(d, "eval.json"))]
+        per_seed = [p for p in per_seed if p]
+        if not per_seed:
+            continue
+        eps = sorted(set.intersection(*(set(p) for p in per_seed)))
+        values = np.array([[p[e] for e in eps] for p in per_seed]).mean(0)
+        for ax, column in ((ax_ret, 0), (ax_cost, 1)):
+            ax.plot(eps, values[:, column], marker="o", label=LABELS[method])
+    ax_cost.axhline(5, color="grey", linestyle="--", linewidth=1, label="cost limit")
+    for ax, name in ((ax_cost, "episodic cost"), (ax_ret, "episodic reward")):
+        ax.set_xlabel("MC attack budget eps")
+        ax.set_ylabel(name)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{env_id}: robustness under the MC attacker")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(args):
+    if not os.path.isdir(args.results_dir):
+        raise SystemExit(f"report.py: error: results directory {args.results_dir!r} does not exist")
+    stats = table(args.results_dir)
+    out = os.path.join(args.results_dir, "table5.md")
+    with open(out + ".tmp", "w") as f:
+        f.write(markdown(stats))
+    os.replace(out + ".tmp", out)
+    print(f"wrote {out}")
+    for env_id in stats:
+        path = os.path.join(args.results_dir, env_id, "figure2.png")
+        figure2(args.results_dir, env_id, path)
+        print(f"wrote {path}")
+        if args.robustness:
+            path = os.path.join(args.results_dir, env_id, "robustness.png")
+            robustness_plot(args.results_dir, env_id, args, path)
+            print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
