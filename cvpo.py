@@ -204,12 +204,12 @@ class ReplayBuffer:
         self.capacity, self.ptr, self.size = capacity, 0, 0
 
     def add(self, obs, act, rew, cost, next_obs, terminated):
-        for i in range(len(obs)):
-            for field, value in zip((self.obs, self.act, self.rew, self.cost, self.next_obs, self.terminated),
-                                    (obs[i], act[i], rew[i], cost[i], next_obs[i], terminated[i])):
-                field[self.ptr] = value
-            self.ptr = (self.ptr + 1) % self.capacity
-            self.size = min(self.size + 1, self.capacity)
+        n = len(obs)
+        idx = (self.ptr + np.arange(n)) % self.capacity
+        self.obs[idx], self.act[idx], self.rew[idx], self.cost[idx] = obs, act, rew, cost
+        self.next_obs[idx], self.terminated[idx] = next_obs, terminated
+        self.ptr = (self.ptr + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
 
     def sample(self, n, rng):
         idx = rng.integers(0, self.size, n)
