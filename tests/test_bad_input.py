@@ -1,0 +1,31 @@
+"""Every script: bad input stops with one line naming the bad value, a non-zero exit, and nothing written."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = ["cvpo.py", "safer.py", "adv_cvpo.py", "ppol.py", "sa_ppol.py", "adv_ppol.py"]
+
+CASES = [(script, ["--env-id", "NoSuchEnv-v9"], "NoSuchEnv-v9") for script in SCRIPTS] + [
+    ("safer.py", ["--xi-adv", "-0.5"], "-0.5"),
+    ("safer.py", ["--train-attack-steps", "0"], "--train-attack-steps"),
+    ("adv_cvpo.py", ["--adv-ramp-epochs", "0"], "--adv-ramp-epochs"),
+    ("sa_ppol.py", ["--attacker", "mr"], "'mr'"),
+    ("adv_ppol.py", ["--attacker", "mad"], "'mad'"),
+    ("ppol.py", ["--eps", "-1"], "-1"),
+    ("ppol.py", ["--steps-per-epoch", "0"], "--steps-per-epoch"),
+    ("adv_ppol.py", ["--eval-checkpoint", "/nonexistent/model.pt"], "/nonexistent/model.pt"),
+]
+
+
+@pytest.mark.parametrize("script,flags,needle", CASES)
+def test_bad_input(script, flags, needle, tmp_path):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, script), *flags, "--output-dir", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    assert not (tmp_path / "r").exists()
