@@ -333,7 +333,9 @@ def robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, m1, var, duals, 
     kl_adv = gaussian_kl(mean.detach(), std.detach(), mean_adv, std_adv).mean()
     terms = {
         "vanilla": -(log_lik + duals[0] * (args.mstep_kl - kl_mean) + duals[1] * (args.mstep_kl_std - kl_std)),
-        "adv_mle": -weighted_log_lik(mean_adv, std_adv, m1, var),
+        # decoupled like the vanilla MLE: fitting the std with the attacked mean would read the attack's shift
+        # of the mean as spread and inflate the std
+        "adv_mle": -(weighted_log_lik(mean_adv, old_std, m1, var) + weighted_log_lik(old_mean, std_adv, m1, var)),
         "adv_kl": duals[2] * (kl_adv - args.xi_adv),
     }
     return terms, dict(log_lik=log_lik.item(), kl_mean=kl_mean.item(), kl_std=kl_std.item(), kl_adv=kl_adv.item())
