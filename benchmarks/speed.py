@@ -82,8 +82,8 @@ def update_breakdown(env_id, repeats=10):
     actor, target_actor = cvpo.Actor(obs_dim, act_dim), cvpo.Actor(obs_dim, act_dim)
     critics = [cvpo.QNetwork(obs_dim, act_dim) for _ in range(3)]
     targets = [cvpo.QNetwork(obs_dim, act_dim) for _ in range(3)]
-    critic_opt = torch.optim.Adam([p for c in critics for p in c.parameters()], lr=1e-3)
-    actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr)
+    critic_opt = torch.optim.Adam([p for c in critics for p in c.parameters()], lr=1e-3, fused=True)
+    actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr, fused=True)
     n = args.batch_size
     batch = [torch.randn(n, obs_dim), torch.rand(n, act_dim) * 2 - 1, torch.randn(n), torch.rand(n),
              torch.randn(n, obs_dim), torch.zeros(n)]
