@@ -56,7 +56,7 @@ class Args:
     """exact run directory to write into instead of one under --output-dir (must not hold a run already)"""
     threads: int = 1
     """torch threads; 1 is fastest when each core runs its own process"""
-    total_timesteps: int = 200_000
+    total_timesteps: int = 150_000
     """environment steps of training, summed over the vector envs"""
     steps_per_epoch: int = 3000
     """environment steps per epoch: the unit of logging, progress.csv rows and --eval-every"""
@@ -64,9 +64,9 @@ class Args:
     """parallel training envs (gymnasium SyncVectorEnv)"""
     learning_starts: int = 5000
     """environment steps of uniform random actions before the first update"""
-    updates_per_step: float = 0.05
+    updates_per_step: float = 0.12
     """gradient updates (critics, E-step, M-step) per environment step"""
-    batch_size: int = 256
+    batch_size: int = 128
     """states N per update, sampled from the replay buffer"""
     buffer_size: Optional[int] = None
     """replay buffer capacity (Table 4 'batch size'; preset per env)"""
