@@ -4,7 +4,7 @@ Loads a trained cvpo.py or safer.py checkpoint, collects a batch of states by ru
 step budget reports the rise of Q_c(s0, mu(nu(s0))) over the clean Q_c(s0, mu(s0)) as a fraction of what
 200 steps reach, and the time of one batched attack.
 
-    python benchmarks/train_attack_steps.py --checkpoint runs/<run>/model.pt [--batch-size 256]
+    python benchmarks/train_attack_steps.py --checkpoint runs/<run>/model.pt [--batch-size 128]
 """
 
 import os
@@ -30,8 +30,8 @@ from attacks import critic_attack  # noqa: E402
 class Args:
     checkpoint: str
     """model.pt of cvpo.py or safer.py"""
-    batch_size: int = 256
-    """states per attack, as N in the update"""
+    batch_size: int = 128
+    """states per attack, as N in the update (--batch-size of the off-policy scripts)"""
     budgets: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 200)
     """attack step budgets to compare"""
 
