@@ -329,8 +329,12 @@ def robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, m1, var, duals, 
     log_lik = weighted_log_lik(mean, old_std, m1, var) + weighted_log_lik(old_mean, std, m1, var)
     kl_mean = gaussian_kl(old_mean, old_std, mean, old_std).mean()
     kl_std = gaussian_kl(old_mean, old_std, old_mean, std).mean()
-    # appendix B.1: KL(pi_theta(s) || pi_theta(nu(s))), no gradient through the benign path
-    kl_adv = gaussian_kl(mean.detach(), std.detach(), mean_adv, std_adv).mean()
+    # appendix B.1: KL(pi_theta(s) || pi_theta(nu(s))), no gradient through the benign path; decoupled like the
+    # vanilla KL: in the joint KL a larger std at nu(s) shrinks the mean-shift term, so the multiplier would
+    # buy robustness by inflating the std everywhere (measured: std at its clamp, no reward learned)
+    benign_mean, benign_std = mean.detach(), std.detach()
+    kl_adv = (gaussian_kl(benign_mean, benign_std, mean_adv, benign_std)
+              + gaussian_kl(benign_mean, benign_std, benign_mean, std_adv)).mean()
     terms = {
         "vanilla": -(log_lik + duals[0] * (args.mstep_kl - kl_mean) + duals[1] * (args.mstep_kl_std - kl_std)),
         # decoupled like the vanilla MLE: fitting the std with the attacked mean would read the attack's shift

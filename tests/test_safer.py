@@ -123,3 +123,26 @@ def test_benign_data_only_and_outputs(tmp_path):
     tags = set(EventAccumulator(str(run_dir)).Reload().Tags()["scalars"])
     assert {"losses/kl_adv", "losses/beta_adv", "charts/eps_t", "charts/episodic_cost"} <= tags
     assert "eps_t 0.05" in proc.stdout  # the attack inside the update ran at the full budget
+
+
+def test_adversarial_kl_does_not_reward_a_wider_std_for_a_mean_shift():
+    """With equal stds at s and nu(s), a mean shift must give the std at nu(s) no gradient (the joint KL would push
+    it up: its minimiser over that std is sqrt(std^2 + shift^2))."""
+    args, _, target_actor, obs, particles, weights = fixed_batch()
+    obs_adv = obs + 0.05
+    mean = torch.zeros(len(obs), 2)
+    std = torch.full((len(obs), 2), 0.5)
+    mean_adv = (mean + 1.0).requires_grad_(True)
+    std_adv = std.clone().requires_grad_(True)
+
+    def actor(x):
+        return (mean_adv, std_adv) if x is obs_adv else (mean, std)
+
+    with torch.no_grad():
+        old_mean, old_std = target_actor(obs)
+        m1, var = safer.particle_moments(particles, weights)
+    terms, kls = safer.robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, m1, var, [1.0, 1.0, 1.0], args)
+    terms["adv_kl"].backward()
+    assert std_adv.grad.abs().max().item() < 1e-6
+    assert (mean_adv.grad > 0).all()  # the mean at nu(s) is pulled back toward the benign mean
+    assert kls["kl_adv"] == pytest.approx(0.5 * 2 * (1.0 / 0.5) ** 2)  # the full KL of the shift, 2 dims
