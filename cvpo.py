@@ -92,6 +92,9 @@ class Args:
     """M-step KL bound on the std part of KL(pi_old || pi_theta)"""
     mstep_dual_lr: float = 0.2
     """step of the M-step multipliers, relative to their bound: beta -= lr * (bound - KL) / bound, eq. (64)"""
+    mstep_dual_max: float = 0.1
+    """cap of each M-step multiplier times its bound (beta <= max / bound): Adam steps have a floor that beta cannot
+    push the KL below, and an unbounded beta then grows without end and freezes the policy"""
     max_grad_norm: float = 1.0
     """gradient-norm clip of the actor"""
     cost_limit: float = 5.0
@@ -139,7 +142,7 @@ def resolve_args(args):
         if getattr(args, name) < 0:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     for name in ("eps", "lam_max", "estep_kl", "mstep_kl", "mstep_kl_std", "actor_lr", "critic_lr", "mstep_dual_lr",
-                 "max_grad_norm", "attack_lr"):
+                 "mstep_dual_max", "max_grad_norm", "attack_lr"):
         if not getattr(args, name) >= 0:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if not (0 < args.gamma < 1 and 0 <= args.polyak < 1):
@@ -180,7 +183,7 @@ class QNetwork(nn.Module):
 
 
 class Actor(nn.Module):
-    """Gaussian policy: tanh-squashed state-dependent mean, state-dependent clamped log-std."""
+    """Gaussian policy: tanh-squashed state-dependent mean, state-dependent log-std squashed into its range."""
 
     LOG_STD_MIN, LOG_STD_MAX = -5.0, 1.0
 
@@ -190,7 +193,10 @@ class Actor(nn.Module):
 
     def forward(self, obs):
         mean, log_std = self.body(obs).chunk(2, -1)
-        return torch.tanh(mean), log_std.clamp(self.LOG_STD_MIN, self.LOG_STD_MAX).exp()
+        # softplus bounds, not clamp(): a clamped log-std has no gradient and, once out of range, stays at the bound
+        log_std = self.LOG_STD_MAX - F.softplus(self.LOG_STD_MAX - log_std)
+        log_std = self.LOG_STD_MIN + F.softplus(log_std - self.LOG_STD_MIN)
+        return torch.tanh(mean), log_std.exp()
 
 
 class ReplayBuffer:
@@ -280,9 +286,11 @@ def e_step(obs, target_actor, target_qr1, target_qr2, target_qc, num_particles, 
     n = obs.shape[0]
     with torch.no_grad():
         mean, std = target_actor(obs)
-        particles = (mean.unsqueeze(1) + std.unsqueeze(1) * torch.randn(n, num_particles, mean.shape[-1])).clamp(-1, 1)
+        particles = mean.unsqueeze(1) + std.unsqueeze(1) * torch.randn(n, num_particles, mean.shape[-1])
         flat_obs = obs.unsqueeze(1).expand(-1, num_particles, -1).reshape(n * num_particles, -1)
-        flat_act = particles.reshape(n * num_particles, -1)
+        # the critics score the action the env executes; the M-step fits the unclamped particles, since
+        # particles piled on +-1 by clamping would read as a smaller spread and shrink the std every update
+        flat_act = particles.reshape(n * num_particles, -1).clamp(-1, 1)
         qr = torch.min(target_qr1(flat_obs, flat_act), target_qr2(flat_obs, flat_act)).reshape(n, num_particles)
         qc = target_qc(flat_obs, flat_act).reshape(n, num_particles)
     eta, lam = solve_dual(qr.numpy(), qc.numpy(), estep_kl, qc_threshold, x0, lam_max)
@@ -313,6 +321,12 @@ def m_step_terms(actor, obs, old_mean, old_std, m1, var):
     return log_lik, kl_mean, kl_std
 
 
+def dual_step(beta, bound, kl, args):
+    """Eq. (64)/(65): one projected gradient step on an M-step multiplier, scaled by its bound, kept in
+    [0, mstep_dual_max / bound]; in units of the bound, so one cap fits bounds from 1e-4 to 0.05."""
+    return min(max(0.0, beta - args.mstep_dual_lr * (bound - kl) / bound), args.mstep_dual_max / bound)
+
+
 def m_step(actor, target_actor, actor_opt, obs, particles, weights, duals, args):
     """M-step (7) by gradient descent-ascent on its Lagrangian; duals = [beta_mean, beta_std] updated in place."""
     with torch.no_grad():
@@ -320,9 +334,8 @@ def m_step(actor, target_actor, actor_opt, obs, particles, weights, duals, args)
         m1, var = particle_moments(particles, weights)
     for _ in range(args.mstep_iters):
         log_lik, kl_mean, kl_std = m_step_terms(actor, obs, old_mean, old_std, m1, var)
-        # eq. (64): projected gradient step on each multiplier, scaled by its bound
-        duals[0] = max(0.0, duals[0] - args.mstep_dual_lr * (args.mstep_kl - kl_mean.item()) / args.mstep_kl)
-        duals[1] = max(0.0, duals[1] - args.mstep_dual_lr * (args.mstep_kl_std - kl_std.item()) / args.mstep_kl_std)
+        duals[0] = dual_step(duals[0], args.mstep_kl, kl_mean.item(), args)
+        duals[1] = dual_step(duals[1], args.mstep_kl_std, kl_std.item(), args)
         loss = -(log_lik + duals[0] * (args.mstep_kl - kl_mean) + duals[1] * (args.mstep_kl_std - kl_std))
         actor_opt.zero_grad()
         loss.backward()

@@ -75,9 +75,20 @@ def test_weights_are_softmax_over_particles():
     particles, weights, eta, lam = run_e_step(lambda s, a: a[:, 0] * 3, lambda s, a: (a[:, 1] + 1), 1.0)
     assert weights.shape == particles.shape[:2]
     assert torch.allclose(weights.sum(1), torch.ones(weights.shape[0]), atol=1e-5)
-    expected = torch.softmax((particles[..., 0] * 3 - lam * (particles[..., 1] + 1)) / eta, dim=1)
+    executed = particles.clamp(-1, 1)  # the critics score the action the env executes
+    expected = torch.softmax((executed[..., 0] * 3 - lam * (executed[..., 1] + 1)) / eta, dim=1)
     assert torch.allclose(weights, expected, atol=1e-6)
     assert (weights >= 0).all()
+
+
+def test_critics_score_clamped_actions_while_particles_keep_their_spread():
+    seen = []
+    particles, _, _, _ = run_e_step(lambda s, a: seen.append(a) or a[:, 0], lambda s, a: 0 * a[:, 0], 1.0)
+    # an untrained actor has std ~1, so some particles fall outside the action box [-1, 1]
+    assert particles.abs().max() > 1
+    assert max(a.abs().max().item() for a in seen) <= 1
+    # clamping would pile particles on +-1 and shrink their spread, which the M-step would copy into the std
+    assert particles.var(1).mean() > particles.clamp(-1, 1).var(1).mean()
 
 
 def test_lam_zero_when_cost_far_below_threshold():

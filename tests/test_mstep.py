@@ -2,6 +2,7 @@
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,9 +20,12 @@ def test_m_step_respects_kl_bounds_and_raises_likelihood(env_id):
     obs = torch.randn(n, obs_dim)
     with torch.no_grad():
         old_mean, old_std = target_actor(obs)
-        particles = (old_mean.unsqueeze(1) + old_std.unsqueeze(1) * torch.randn(n, k, act_dim)).clamp(-1, 1)
-        # the E-step prefers particles with high a[0] and low a[1]: a shift the trust region must hold back
-        weights = torch.softmax((particles[..., 0] - particles[..., 1]) / 0.1, dim=1)
+        particles = old_mean.unsqueeze(1) + old_std.unsqueeze(1) * torch.randn(n, k, act_dim)
+        # the E-step prefers particles with high a[0] and low a[1], as far as its own KL bound lets it: a shift the
+        # trust region must hold back
+        score = particles[..., 0] - particles[..., 1]
+        eta, _ = cvpo.solve_dual(score.numpy(), np.zeros((n, k)), args.estep_kl, 1e9, np.array([1.0, 0.0]))
+        weights = torch.softmax(score / eta, dim=1)
     m1, var = cvpo.particle_moments(particles, weights)
     before = cvpo.m_step_terms(actor, obs, old_mean, old_std, m1, var)[0].item()
     duals = [1.0, 1.0]
@@ -32,6 +36,24 @@ def test_m_step_respects_kl_bounds_and_raises_likelihood(env_id):
     assert kl_mean.item() <= 1.5 * args.mstep_kl
     assert kl_std.item() <= 1.5 * args.mstep_kl_std
     assert duals[0] >= 0 and duals[1] >= 0
+
+
+def test_m_step_multipliers_stay_in_their_box_on_an_unreachable_target():
+    args = cvpo.resolve_args(cvpo.Args())
+    torch.manual_seed(0)
+    actor = cvpo.Actor(8, 2)
+    target_actor = copy.deepcopy(actor).requires_grad_(False)
+    actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr)
+    obs = torch.randn(64, 8)
+    with torch.no_grad():
+        old_mean, _ = target_actor(obs)
+    particles = (old_mean + 5.0).unsqueeze(1).expand(-1, 4, -1)  # far outside any trust region
+    weights = torch.full((64, 4), 0.25)
+    duals = [1.0, 1.0]
+    for _ in range(20):
+        cvpo.m_step(actor, target_actor, actor_opt, obs, particles, weights, duals, args)
+    assert duals[0] == pytest.approx(args.mstep_dual_max / args.mstep_kl)
+    assert duals[1] <= args.mstep_dual_max / args.mstep_kl_std
 
 
 def test_moment_form_equals_explicit_weighted_log_likelihood():

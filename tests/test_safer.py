@@ -20,8 +20,11 @@ def fixed_batch(env_id="SafetyCarCircle-v0", seed=0, n=128):
     obs = torch.randn(n, 8)
     with torch.no_grad():
         old_mean, old_std = target_actor(obs)
-        particles = (old_mean.unsqueeze(1) + old_std.unsqueeze(1) * torch.randn(n, args.num_particles, 2)).clamp(-1, 1)
-        weights = torch.softmax((particles[..., 0] - particles[..., 1]) / 0.1, dim=1)
+        particles = old_mean.unsqueeze(1) + old_std.unsqueeze(1) * torch.randn(n, args.num_particles, 2)
+        # E-step weights at its KL bound, preferring high a[0] and low a[1]
+        score = particles[..., 0] - particles[..., 1]
+        eta, _ = safer.solve_dual(score.numpy(), np.zeros(score.shape), args.estep_kl, 1e9, np.array([1.0, 0.0]))
+        weights = torch.softmax(score / eta, dim=1)
     return args, actor, target_actor, obs, particles, weights
 
 
