@@ -73,8 +73,9 @@ class Args:
     """replay buffer capacity (Table 4 'batch size'; preset per env)"""
     gamma: float = 0.99
     """discount factor"""
-    polyak: float = 0.995
-    """polyak weight rho of the target critics, eq. (61); the old actor pi_theta_i is copied after every update"""
+    polyak: float = 0.95
+    """polyak weight rho of the target critics, eq. (61); the old actor pi_theta_i is copied after every update.
+    At ~0.1 updates per env step, 0.995 lets the cost critic lag the policy by tens of thousands of steps"""
     critic_lr: Optional[float] = None
     """learning rate of the reward and cost critics (preset per env)"""
     actor_lr: Optional[float] = None
