@@ -66,3 +66,17 @@ def test_moment_form_equals_explicit_weighted_log_likelihood():
                 * weights).sum(1).mean()
     m1, var = cvpo.particle_moments(particles, weights)
     assert cvpo.weighted_log_lik(mean, std, m1, var).item() == pytest.approx(explicit.item(), rel=1e-10)
+
+
+def test_log_std_stays_in_its_range_and_keeps_a_gradient_past_it():
+    actor = cvpo.Actor(4, 2)
+    obs = torch.randn(16, 4)
+    with torch.no_grad():  # push the raw log-std output far above and below its range
+        actor.body[-1].bias[2:] = torch.tensor([50.0, -50.0])
+    _, std = actor(obs)
+    # soft bounds: within 0.01 of the range in log-std (softplus(6) = 6.0025)
+    assert (std[:, 0].log() <= cvpo.Actor.LOG_STD_MAX + 0.01).all()
+    assert (std[:, 1].log() >= cvpo.Actor.LOG_STD_MIN - 0.01).all()
+    std.log().sum().backward()
+    # with clamp() this gradient is exactly 0 and a log-std past its bound can never come back
+    assert actor.body[-1].bias.grad[2:].abs().min() > 0
