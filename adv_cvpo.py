@@ -103,9 +103,9 @@ class Args:
     """episodic cost limit kappa_H"""
     attack_buffer: bool = False
     """ADV-EM-CVPO: attack the sampled batch states instead of the behaviour agent's observations"""
-    adv_start_epoch: int = 5
-    """T_s of eq. (67): epochs before the attack budget eps_t starts to grow"""
-    adv_ramp_epochs: int = 10
+    adv_start_epoch: int = 20
+    """T_s of eq. (67): epochs before the attack budget eps_t starts to grow; the policy first learns to drive"""
+    adv_ramp_epochs: int = 20
     """T_i of eq. (67): epochs over which eps_t grows linearly from 0 to eps"""
     train_attack_steps: int = 5
     """MC steps of the attack inside training (eval: --attack-steps); 5 steps of 0.2 eps reach the ball's corners"""
