@@ -2,9 +2,11 @@
 
 Loads a trained cvpo.py or safer.py checkpoint, collects a batch of states by running its policy, and for each
 step budget reports the rise of Q_c(s0, mu(nu(s0))) over the clean Q_c(s0, mu(s0)) as a fraction of what
-200 steps reach, and the time of one batched attack.
+200 steps reach, the time of one batched attack, and what SAFER's adversarial KL term (eq. 8, decoupled mean
+part) would see: KL(pi(s0) || pi(nu(s0))) and the mean action shift. Last, the policy mean's sensitivity to
+each observation dimension, mean |d mu / d s_j|, beside that dimension's spread over the collected states.
 
-    python benchmarks/train_attack_steps.py --checkpoint runs/<run>/model.pt [--batch-size 128]
+    python benchmarks/train_attack_steps.py --checkpoint runs/<run>/model.pt [--batch-size 128] [--eps 0.005]
 """
 
 import os
@@ -14,6 +16,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import sys
 import time
 from dataclasses import dataclass
+from typing import Optional
 
 import gymnasium as gym
 import numpy as np
@@ -23,7 +26,7 @@ import tyro
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import cvpo  # noqa: E402
-from attacks import critic_attack  # noqa: E402
+from attacks import critic_attack, gaussian_kl  # noqa: E402
 
 
 @dataclass
@@ -34,6 +37,8 @@ class Args:
     """states per attack, as N in the update (--batch-size of the off-policy scripts)"""
     budgets: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 200)
     """attack step budgets to compare"""
+    eps: Optional[float] = None
+    """attack budget (default: the eps the checkpoint was trained with)"""
 
 
 if __name__ == "__main__":
@@ -43,7 +48,7 @@ if __name__ == "__main__":
     actor, qc = cvpo.Actor(ckpt["obs_dim"], ckpt["act_dim"]), cvpo.QNetwork(ckpt["obs_dim"], ckpt["act_dim"])
     actor.load_state_dict(ckpt["actor"])
     qc.load_state_dict(ckpt["qc"])
-    eps = ckpt["args"]["eps"]
+    eps = ckpt["args"]["eps"] if args.eps is None else args.eps
     env = gym.make(ckpt["env_id"])
     np.random.seed(0)
     obs, _ = env.reset()
@@ -56,16 +61,26 @@ if __name__ == "__main__":
             obs, _ = env.reset()
     s0 = torch.as_tensor(np.array(states[::4]), dtype=torch.float32)
     with torch.no_grad():
-        clean = qc(s0, actor(s0)[0]).mean().item()
+        mean, std = actor(s0)
+        clean = qc(s0, mean).mean().item()
     rows = []
     for steps in args.budgets:
         start = time.perf_counter()
         adv = critic_attack(s0, eps, actor, qc, steps)
         seconds = time.perf_counter() - start
         with torch.no_grad():
-            rows.append((steps, qc(s0, actor(adv)[0]).mean().item() - clean, seconds))
+            mean_adv = actor(adv)[0]
+            rows.append((steps, qc(s0, mean_adv).mean().item() - clean, seconds,
+                         gaussian_kl(mean, std, mean_adv, std).mean().item(), (mean_adv - mean).abs().mean().item()))
     full = rows[-1][1] if rows[-1][0] == max(args.budgets) else max(r[1] for r in rows)
     print(f"{ckpt['env_id']} {ckpt['algo']} eps {eps}, {len(s0)} states, clean mean Q_c {clean:.3f}")
-    for steps, rise, seconds in rows:
+    for steps, rise, seconds, kl_adv, shift in rows:
         print(f"steps {steps:4d}: mean Q_c rise {rise:7.3f} ({100 * rise / full:5.1f}% of the largest budget), "
-              f"{1e3 * seconds:7.1f} ms per batch")
+              f"{1e3 * seconds:7.1f} ms per batch, KL(pi(s)||pi(nu(s))) mean part {kl_adv:8.4f}, "
+              f"mean |action shift| {shift:.4f}")
+    s_grad = s0.clone().requires_grad_(True)
+    mean_grad = actor(s_grad)[0]
+    for a in range(mean_grad.shape[1]):
+        (grad,) = torch.autograd.grad(mean_grad[:, a].sum(), s_grad, retain_graph=True)
+        print(f"action {a}: mean |d mu / d s_j| {np.round(grad.abs().mean(0).numpy(), 2)}")
+    print(f"spread (std) of each s_j over these states {np.round(s0.std(0).numpy(), 3)}")
