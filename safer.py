@@ -330,25 +330,31 @@ def eps_schedule(epoch, eps, adv_start_epoch, adv_ramp_epochs):
     return min(eps, eps * max(0, epoch - adv_start_epoch) / adv_ramp_epochs)
 
 
+def decoupled_log_lik(mean, std, ref_mean, ref_std, m1, var):
+    """Weighted log-likelihood with the mean fitted under ref_std and the std under ref_mean, so each statistic
+    moves by its own term (fitting the std with a moved mean would read the mean's shift as spread)."""
+    return weighted_log_lik(mean, ref_std, m1, var) + weighted_log_lik(ref_mean, std, m1, var)
+
+
+def decoupled_kl(ref_mean, ref_std, mean, std):
+    """KL(N(ref) || N(mean, std)) split into a mean part (std held at ref_std) and a std part (mean at ref_mean)."""
+    return gaussian_kl(ref_mean, ref_std, mean, ref_std).mean(), gaussian_kl(ref_mean, ref_std, ref_mean, std).mean()
+
+
 def robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, m1, var, duals, args):
     """The three terms of eq. (62) as losses to minimise, and the KLs; duals = [beta_mean, beta_std, beta_adv]."""
     mean, std = actor(obs)
     mean_adv, std_adv = actor(obs_adv)
     # vanilla M-step (7), decoupled: mean moves with the old std, std with the old mean
-    log_lik = weighted_log_lik(mean, old_std, m1, var) + weighted_log_lik(old_mean, std, m1, var)
-    kl_mean = gaussian_kl(old_mean, old_std, mean, old_std).mean()
-    kl_std = gaussian_kl(old_mean, old_std, old_mean, std).mean()
+    log_lik = decoupled_log_lik(mean, std, old_mean, old_std, m1, var)
+    kl_mean, kl_std = decoupled_kl(old_mean, old_std, mean, std)
     # appendix B.1: KL(pi_theta(s) || pi_theta(nu(s))), no gradient through the benign path; decoupled like the
     # vanilla KL: in the joint KL a larger std at nu(s) shrinks the mean-shift term, so the multiplier would
     # buy robustness by inflating the std everywhere (measured: std at its clamp, no reward learned)
-    benign_mean, benign_std = mean.detach(), std.detach()
-    kl_adv = (gaussian_kl(benign_mean, benign_std, mean_adv, benign_std)
-              + gaussian_kl(benign_mean, benign_std, benign_mean, std_adv)).mean()
+    kl_adv = sum(decoupled_kl(mean.detach(), std.detach(), mean_adv, std_adv))
     terms = {
         "vanilla": -(log_lik + duals[0] * (args.mstep_kl - kl_mean) + duals[1] * (args.mstep_kl_std - kl_std)),
-        # decoupled like the vanilla MLE: fitting the std with the attacked mean would read the attack's shift
-        # of the mean as spread and inflate the std
-        "adv_mle": -(weighted_log_lik(mean_adv, old_std, m1, var) + weighted_log_lik(old_mean, std_adv, m1, var)),
+        "adv_mle": -decoupled_log_lik(mean_adv, std_adv, old_mean, old_std, m1, var),
         "adv_kl": duals[2] * (kl_adv - args.xi_adv),
     }
     return terms, dict(log_lik=log_lik.item(), kl_mean=kl_mean.item(), kl_std=kl_std.item(), kl_adv=kl_adv.item())

@@ -60,8 +60,10 @@ if __name__ == "__main__":
         if terminated or truncated:
             obs, _ = env.reset()
     s0 = torch.as_tensor(np.array(states[::4]), dtype=torch.float32)
+    s_grad = s0.clone().requires_grad_(True)  # one forward pass serves the attacks and the sensitivity below
+    mean_grad, std = actor(s_grad)
+    mean, std = mean_grad.detach(), std.detach()
     with torch.no_grad():
-        mean, std = actor(s0)
         clean = qc(s0, mean).mean().item()
     rows = []
     for steps in args.budgets:
@@ -78,8 +80,6 @@ if __name__ == "__main__":
         print(f"steps {steps:4d}: mean Q_c rise {rise:7.3f} ({100 * rise / full:5.1f}% of the largest budget), "
               f"{1e3 * seconds:7.1f} ms per batch, KL(pi(s)||pi(nu(s))) mean part {kl_adv:8.4f}, "
               f"mean |action shift| {shift:.4f}")
-    s_grad = s0.clone().requires_grad_(True)
-    mean_grad = actor(s_grad)[0]
     for a in range(mean_grad.shape[1]):
         (grad,) = torch.autograd.grad(mean_grad[:, a].sum(), s_grad, retain_graph=True)
         print(f"action {a}: mean |d mu / d s_j| {np.round(grad.abs().mean(0).numpy(), 2)}")
