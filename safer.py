@@ -155,8 +155,8 @@ def resolve_args(args):
     for name in ("learning_starts", "eval_every", "adv_start_epoch", "updates_per_step", "cost_limit"):
         if getattr(args, name) < 0:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    for name in ("eps", "xi_adv", "lam_max", "estep_kl", "mstep_kl", "mstep_kl_std", "actor_lr", "critic_lr", "mstep_dual_lr",
-                 "mstep_dual_max", "max_grad_norm", "attack_lr"):
+    for name in ("eps", "xi_adv", "lam_max", "estep_kl", "mstep_kl", "mstep_kl_std", "actor_lr", "critic_lr",
+                 "mstep_dual_lr", "mstep_dual_max", "max_grad_norm", "attack_lr"):
         if not getattr(args, name) >= 0:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if not (0 < args.gamma < 1 and 0 <= args.polyak < 1):
@@ -357,7 +357,8 @@ def robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, m1, var, duals, 
         "adv_mle": -decoupled_log_lik(mean_adv, std_adv, old_mean, old_std, m1, var),
         "adv_kl": duals[2] * (kl_adv - args.xi_adv),
     }
-    return terms, dict(log_lik=log_lik.item(), kl_mean=kl_mean.item(), kl_std=kl_std.item(), kl_adv=kl_adv.item())
+    return terms, dict(log_lik=log_lik.item(), kl_mean=kl_mean.item(), kl_std=kl_std.item(), kl_adv=kl_adv.item(),
+                        std=std.mean().item())
 
 
 def enabled_terms(args):
@@ -622,7 +623,9 @@ def train(args):
                                       wall_time=round(time.time() - start_time, 1)))
             write_csv(os.path.join(run_dir, "progress.csv"), progress_rows)
             print(f"epoch {epoch} step {global_step} SPS {sps:.0f} return {mean_ret:.1f} cost {mean_cost:.2f} "
-                  f"eta {dual_x[0]:.3g} lam {dual_x[1]:.3g} eps_t {eps_t:.3g}", flush=True)
+                  f"eta {dual_x[0]:.3g} lam {dual_x[1]:.3g} eps_t {eps_t:.3g} "
+                  f"kl_adv {stats.get('losses/kl_adv', 0):.3g} beta_adv {m_duals[2]:.3g} "
+                  f"std {stats.get('losses/std', 0):.3g}", flush=True)
             epoch_returns, epoch_costs = [], []
             eps_t = eps_schedule(epoch, args.eps, args.adv_start_epoch, args.adv_ramp_epochs)
             epoch_start_step, epoch_time = global_step, time.time()
