@@ -62,3 +62,43 @@ def test_sweep_skips_finished_runs_and_survives_failures(tmp_path):
         assert f"{ENV} {method} seed{seed}: FAILED (exit 1), log {log}" in proc.stdout
         assert "--total-timesteps must be a positive integer" in log.read_text()
     assert "3 of 4 runs failed" in proc.stdout
+
+
+def sharp_checkpoint(path, env_id="SafetyBallCircle-v0"):
+    """A cvpo.py-shaped checkpoint whose policy mean swings with small observation changes."""
+    import safer
+    import torch
+    torch.manual_seed(0)
+    actor, critics = safer.Actor(8, 2), [safer.QNetwork(8, 2) for _ in range(3)]
+    with torch.no_grad():  # steeper hidden layer, narrow std: the KL under attack far above any xi_adv
+        actor.body[0].weight.mul_(5.0)
+        actor.body[-1].bias[2:] = -2.5
+    torch.save(dict(algo="cvpo", env_id=env_id, args=dict(eps=0.05, seed=1), obs_dim=8, act_dim=2,
+                    global_step=0, actor=actor.state_dict(), qr1=critics[0].state_dict(),
+                    qr2=critics[1].state_dict(), qc=critics[2].state_dict()), path)
+
+
+def test_robust_fit_meets_the_bound_and_writes_its_record(tmp_path):
+    ckpt, out = tmp_path / "model.pt", tmp_path / "fit.json"
+    sharp_checkpoint(ckpt)
+    # a subprocess: bullet-safety-gym redirects the C stdout, which pytest's capture does not allow in-process
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "robust_fit.py"), "--checkpoint", str(ckpt),
+                    "--updates", "120", "--ramp-updates", "40", "--report-every", "40", "--num-states", "400",
+                    "--eval-episodes", "1", "--attack-steps", "2", "--output", str(out)], check=True)
+    record = json.loads(out.read_text())
+    first, last = record["reports"][0], record["reports"][-1]
+    assert [r["update"] for r in record["reports"]] == [0, 40, 80, 120]
+    assert first["kl_adv"] > 3 * record["xi_adv"]  # the sharp policy breaks the bound
+    assert last["kl_adv"] < 1.5 * record["xi_adv"] and last["moved_from_original"] > 0
+    assert set(record["evaluation"]) == {"original", "fitted"}
+    assert set(record["evaluation"]["fitted"]) == {"none", "mc"}
+
+
+def test_robust_fit_rejects_a_missing_or_foreign_checkpoint(tmp_path):
+    for path, message in ((tmp_path / "missing.pt", "does not exist"), (tmp_path / "other.pt", "not a cvpo.py")):
+        if path.name == "other.pt":
+            import torch
+            torch.save(dict(algo="ppol"), path)
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "robust_fit.py"), "--checkpoint",
+                               str(path)], capture_output=True, text=True)
+        assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr
