@@ -99,6 +99,9 @@ class Args:
     push the KL below, and an unbounded beta then grows without end and freezes the policy"""
     max_grad_norm: float = 1.0
     """gradient-norm clip of the actor"""
+    adv_dual_max: Optional[float] = None
+    """cap of beta_adv times xi_adv (default: --mstep-dual-max); lower keeps the adversarial KL term from
+    outweighing the E-step's maximum likelihood while its bound is far from met"""
     cost_limit: float = 5.0
     """episodic cost limit kappa_H"""
     xi_adv: Optional[float] = None
@@ -159,6 +162,8 @@ def resolve_args(args):
                  "mstep_dual_lr", "mstep_dual_max", "max_grad_norm", "attack_lr"):
         if not getattr(args, name) >= 0:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.adv_dual_max is not None and not args.adv_dual_max >= 0:
+        fail(f"--adv-dual-max must be >= 0, got {args.adv_dual_max}")
     if not (0 < args.gamma < 1 and 0 <= args.polyak < 1):
         fail(f"--gamma must be in (0, 1) and --polyak in [0, 1), got {args.gamma} and {args.polyak}")
     for attacker in args.eval_attackers:
@@ -366,10 +371,12 @@ def enabled_terms(args):
                                    ("adv_kl", args.no_adv_kl)) if not off]
 
 
-def dual_step(beta, bound, kl, args):
+def dual_step(beta, bound, kl, args, dual_max=None):
     """Eq. (64)/(65): one projected gradient step on an M-step multiplier, scaled by its bound, kept in
-    [0, mstep_dual_max / bound]; in units of the bound, so one cap fits bounds from 1e-4 to 0.05."""
-    return min(max(0.0, beta - args.mstep_dual_lr * (bound - kl) / bound), args.mstep_dual_max / bound)
+    [0, dual_max / bound] (default --mstep-dual-max); in units of the bound, so one cap fits bounds from 1e-4
+    to 0.05."""
+    dual_max = args.mstep_dual_max if dual_max is None else dual_max
+    return min(max(0.0, beta - args.mstep_dual_lr * (bound - kl) / bound), dual_max / bound)
 
 
 def robust_m_step(actor, target_actor, actor_opt, obs, obs_adv, particles, weights, duals, args):
@@ -384,7 +391,7 @@ def robust_m_step(actor, target_actor, actor_opt, obs, obs_adv, particles, weigh
             duals[0] = dual_step(duals[0], args.mstep_kl, kls["kl_mean"], args)
             duals[1] = dual_step(duals[1], args.mstep_kl_std, kls["kl_std"], args)
         if "adv_kl" in active:
-            duals[2] = dual_step(duals[2], args.xi_adv, kls["kl_adv"], args)
+            duals[2] = dual_step(duals[2], args.xi_adv, kls["kl_adv"], args, args.adv_dual_max)
         loss = sum(terms[name] for name in active)
         actor_opt.zero_grad()
         loss.backward()

@@ -105,6 +105,18 @@ def test_beta_adv_rises_when_violated_and_falls_to_zero_when_slack():
     assert duals[2] == 0.0
 
 
+def test_adv_dual_max_caps_beta_adv_only():
+    args, actor, target_actor, obs, particles, weights = fixed_batch()
+    args.adv_dual_max = 0.01
+    opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr)
+    duals = [1.0, 1.0, 1.0]
+    violated = obs + 3 * torch.randn_like(obs)
+    for _ in range(5):
+        safer.robust_m_step(actor, target_actor, opt, obs, violated, particles, weights, duals, args)
+    assert duals[2] == pytest.approx(0.01 / args.xi_adv)  # held at its own cap while the bound is far off
+    assert safer.dual_step(100.0, args.mstep_kl, 1.0, args) == pytest.approx(args.mstep_dual_max / args.mstep_kl)
+
+
 TINY = ["--env-id", "SafetyBallCircle-v0", "--total-timesteps", "800", "--learning-starts", "200",
         "--steps-per-epoch", "200", "--batch-size", "32", "--num-particles", "8", "--updates-per-step", "0.05",
         "--eval-episodes", "2", "--attack-steps", "3", "--adv-start-epoch", "1", "--adv-ramp-epochs", "1",
