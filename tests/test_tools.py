@@ -95,10 +95,9 @@ def test_robust_fit_meets_the_bound_and_writes_its_record(tmp_path):
 
 
 def test_robust_fit_rejects_a_missing_or_foreign_checkpoint(tmp_path):
+    import torch
+    torch.save(dict(algo="ppol"), tmp_path / "other.pt")
     for path, message in ((tmp_path / "missing.pt", "does not exist"), (tmp_path / "other.pt", "not a cvpo.py")):
-        if path.name == "other.pt":
-            import torch
-            torch.save(dict(algo="ppol"), path)
         proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "robust_fit.py"), "--checkpoint",
                                str(path)], capture_output=True, text=True)
         assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr

@@ -16,7 +16,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import copy
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import gymnasium as gym
@@ -106,11 +106,11 @@ def measure(actor, original, qc, probe, eps):
 
 
 def eval_both(original, actor, critics, fit_args, args):
-    fit_args.eval_episodes, fit_args.eval_attackers, fit_args.attack_steps = args.eval_episodes, ("none", "mc"), \
-        args.attack_steps
+    eval_args = replace(fit_args, eval_episodes=args.eval_episodes, eval_attackers=("none", "mc"),
+                        attack_steps=args.attack_steps)
     out = {}
     for name, policy in (("original", original), ("fitted", actor)):
-        results = safer.evaluate(policy, *critics, fit_args)
+        results = safer.evaluate(policy, *critics, eval_args)
         out[name] = {k: dict(return_mean=r["return_mean"], cost_mean=r["cost_mean"]) for k, r in results.items()}
         print(name, "  ".join(f"{k}: return {r['return_mean']:.1f} cost {r['cost_mean']:.2f}"
                               for k, r in out[name].items()), flush=True)
