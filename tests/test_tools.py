@@ -48,6 +48,23 @@ def test_report_means_stds_and_figures(tmp_path):
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+
+def test_robustness_plot_from_cached_values_and_skipped_without_any(tmp_path, capsys):
+    results = tmp_path / "results"
+    fabricate(results, "cvpo", 1, (350, 0), (330, 60), (380, 40))
+    args = report.Args(results_dir=str(results), robustness=True)
+    # no model.pt and no cache: nothing to plot, and no empty figure left behind
+    report.main(args)
+    assert not (results / ENV / "robustness.png").exists()
+    assert "skipped" in capsys.readouterr().out
+    cache = {f"{e:.6g}": [300.0 - e * 100, e * 10] for e in np.linspace(0, 0.1, args.robustness_points)}
+    (results / ENV / "cvpo" / "seed1" / "robustness.json").write_text(json.dumps(cache))
+    values = report.robustness_values(str(results / ENV / "cvpo" / "seed1"), args)
+    assert sorted(values) == pytest.approx([0, 0.025, 0.05, 0.075, 0.1])  # 0 to 2x the run's eps
+    report.main(args)
+    png = results / ENV / "robustness.png"
+    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
 def test_sweep_skips_finished_runs_and_survives_failures(tmp_path):
     results = tmp_path / "results"
     fabricate(results, "cvpo", 1, (1, 0), (1, 0), (1, 0))  # finished: has eval.json

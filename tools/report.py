@@ -178,15 +178,19 @@ def robustness_values(run_dir, args):
 
 
 def robustness_plot(results_dir, env_id, args, path):
-    fig, (ax_cost, ax_ret) = plt.subplots(1, 2, figsize=(10, 4))
+    """Writes the plot and returns True, or returns False when no run of env_id has a checkpoint or a cache."""
+    curves = {}
     for method in METHOD_ORDER:
         per_seed = [robustness_values(d, args) for d in seed_dirs(results_dir, env_id, method)
                     if os.path.exists(os.path.join(d, "eval.json"))]
         per_seed = [p for p in per_seed if p]
-        if not per_seed:
-            continue
-        eps = sorted(set.intersection(*(set(p) for p in per_seed)))
-        values = np.array([[p[e] for e in eps] for p in per_seed]).mean(0)
+        if per_seed:
+            eps = sorted(set.intersection(*(set(p) for p in per_seed)))
+            curves[method] = eps, np.array([[p[e] for e in eps] for p in per_seed]).mean(0)
+    if not curves:
+        return False
+    fig, (ax_cost, ax_ret) = plt.subplots(1, 2, figsize=(10, 4))
+    for method, (eps, values) in curves.items():
         for ax, column in ((ax_ret, 0), (ax_cost, 1)):
             ax.plot(eps, values[:, column], marker="o", label=LABELS[method])
     ax_cost.axhline(5, color="grey", linestyle="--", linewidth=1, label="cost limit")
@@ -198,6 +202,7 @@ def robustness_plot(results_dir, env_id, args, path):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return True
 
 
 def main(args):
@@ -215,8 +220,10 @@ def main(args):
         print(f"wrote {path}")
         if args.robustness:
             path = os.path.join(args.results_dir, env_id, "robustness.png")
-            robustness_plot(args.results_dir, env_id, args, path)
-            print(f"wrote {path}")
+            if robustness_plot(args.results_dir, env_id, args, path):
+                print(f"wrote {path}")
+            else:
+                print(f"skipped {path}: no run of {env_id} has a model.pt or a robustness.json")
 
 
 if __name__ == "__main__":
