@@ -48,7 +48,6 @@ def test_report_means_stds_and_figures(tmp_path):
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-
 def test_robustness_plot_from_cached_values_and_skipped_without_any(tmp_path, capsys):
     results = tmp_path / "results"
     fabricate(results, "cvpo", 1, (350, 0), (330, 60), (380, 40))
@@ -64,6 +63,7 @@ def test_robustness_plot_from_cached_values_and_skipped_without_any(tmp_path, ca
     report.main(args)
     png = results / ENV / "robustness.png"
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
 
 def test_sweep_skips_finished_runs_and_survives_failures(tmp_path):
     results = tmp_path / "results"
