@@ -73,8 +73,11 @@ class Args:
     gamma: float = 0.99
     """discount factor"""
     polyak: float = 0.95
-    """polyak weight rho of the target critics, eq. (61); the old actor pi_theta_i is copied after every update.
+    """polyak weight rho of the target critics, eq. (61).
     At ~0.1 updates per env step, 0.995 lets the cost critic lag the policy by tens of thousands of steps"""
+    iteration_steps: int = 0
+    """env steps per EM iteration: the old policy pi_theta_i (E-step sampler, M-step KL anchor) is replaced by
+    pi_theta only every N env steps, as FSRL does after each collection round (0: after every update)"""
     critic_lr: Optional[float] = None
     """learning rate of the reward and cost critics (preset per env)"""
     actor_lr: Optional[float] = None
@@ -139,7 +142,7 @@ def resolve_args(args):
                  "mstep_iters", "eval_episodes", "attack_steps", "threads"):
         if getattr(args, name) <= 0:
             fail(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
-    for name in ("learning_starts", "eval_every", "updates_per_step", "cost_limit"):
+    for name in ("learning_starts", "eval_every", "updates_per_step", "cost_limit", "iteration_steps"):
         if getattr(args, name) < 0:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     for name in ("eps", "lam_max", "estep_kl", "mstep_kl", "mstep_kl_std", "actor_lr", "critic_lr", "mstep_dual_lr",
@@ -509,7 +512,7 @@ def train(args):
     cumulative_cost, pending_updates, global_step, epoch = 0.0, 0.0, 0, 0
     stats = {}
     start_time = epoch_time = time.time()
-    epoch_start_step = 0
+    epoch_start_step = iteration_start_step = 0
     obs, _ = envs.reset(seed=[args.seed + i for i in range(args.num_envs)])
 
     while global_step < args.total_timesteps:
@@ -556,7 +559,9 @@ def train(args):
                                                   m_duals, args)
                 for target, source in zip(targets, [qr1, qr2, qc]):
                     soft_update(target, source, args.polyak)
-                target_actor.load_state_dict(actor.state_dict())  # Algorithm 2, line 22
+                if global_step - iteration_start_step >= args.iteration_steps:
+                    target_actor.load_state_dict(actor.state_dict())  # Algorithm 2, line 22
+                    iteration_start_step = global_step
                 stats.update({"losses/eta": eta, "losses/lam": lam, "losses/log_lik": log_lik,
                               "losses/kl_mean": kl_mean, "losses/kl_std": kl_std,
                               "losses/beta_mean": m_duals[0], "losses/beta_std": m_duals[1]})

@@ -1,4 +1,5 @@
-"""Run a training script in a child process that records every transition handed to its replay buffer.
+"""Run a training script in a child process that records what it does: every transition handed to its replay
+buffer, or how often it copies its old policy.
 
 bullet-safety-gym redirects the C-level stdout while it builds an env, which fails under pytest's capture, so
 in-process training runs are not possible; the child saves what its buffer received to an .npz file.
@@ -37,3 +38,26 @@ def recorded_run(module, tmp_path, flags, buffer_class="ReplayBuffer"):
     assert proc.returncode == 0, proc.stderr
     stored = np.load(record_file)
     return proc, stored["obs"], stored["next_obs"]
+
+
+COUNT_COPIES = """
+import importlib, sys, tyro
+script = importlib.import_module(sys.argv[1])
+copies = []
+load = script.Actor.load_state_dict
+def counting_load(self, *args, **kwargs):
+    copies.append(1)
+    return load(self, *args, **kwargs)
+script.Actor.load_state_dict = counting_load
+script.train(script.resolve_args(tyro.cli(script.Args, args=sys.argv[2:])))
+print("old policy copies", len(copies))
+"""
+
+
+def count_old_policy_copies(module, flags):
+    """Train `module` with `flags`; returns how many times an Actor loaded a state dict (the old policy's copies:
+    training loads no other actor)."""
+    proc = subprocess.run([sys.executable, "-c", COUNT_COPIES, module, *flags], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return int(proc.stdout.rsplit("old policy copies ", 1)[1])

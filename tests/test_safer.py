@@ -3,15 +3,13 @@
 import copy
 import dataclasses
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 import safer
-from recording import ROOT, recorded_run
+from recording import count_old_policy_copies, recorded_run
 
 
 def fixed_batch(env_id="SafetyCarCircle-v0", seed=0, n=128):
@@ -165,27 +163,17 @@ def test_adversarial_kl_does_not_reward_a_wider_std_for_a_mean_shift():
     assert kls["kl_adv"] == pytest.approx(0.5 * 2 * (1.0 / 0.5) ** 2)  # the full KL of the shift, 2 dims
 
 
-COUNT_OLD_POLICY_COPIES = """
-import sys, tyro, safer
-copies = []
-load = safer.Actor.load_state_dict
-def counting_load(self, *args, **kwargs):
-    copies.append(1)
-    return load(self, *args, **kwargs)
-safer.Actor.load_state_dict = counting_load
-safer.train(safer.resolve_args(tyro.cli(safer.Args, args=sys.argv[1:])))
-print("old policy copies", len(copies))
-"""
+
+OLD_POLICY_FLAGS = ["--env-id", "SafetyBallCircle-v0", "--total-timesteps", "800", "--learning-starts", "200",
+                    "--steps-per-epoch", "200", "--batch-size", "32", "--num-particles", "8", "--updates-per-step",
+                    "0.05", "--eval-episodes", "1", "--eval-attackers", "none"]
 
 
-@pytest.mark.parametrize("iteration_steps, copies", [(0, 1 + 30), (200, 1 + 3)])
-def test_old_policy_is_replaced_once_per_em_iteration(tmp_path, iteration_steps, copies):
-    """TINY makes 30 updates (600 env steps after learning starts, 0.05 updates per step). The old policy
-    pi_theta_i is copied from pi_theta once at the start and then after every update (0), or at the first update
-    200 or more env steps after its previous copy: three times in those 600 steps."""
-    flags = [*TINY, "--eval-attackers", "none", "--run-dir", str(tmp_path / "run"),
-             "--iteration-steps", str(iteration_steps)]
-    proc = subprocess.run([sys.executable, "-c", COUNT_OLD_POLICY_COPIES, *flags], capture_output=True, text=True,
-                          cwd=ROOT, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    assert f"old policy copies {copies}\n" in proc.stdout
+@pytest.mark.parametrize("module, iteration_steps, copies",
+                         [("safer", 0, 1 + 30), ("safer", 200, 1 + 3), ("cvpo", 200, 1 + 3), ("adv_cvpo", 200, 1 + 3)])
+def test_old_policy_is_replaced_once_per_em_iteration(tmp_path, module, iteration_steps, copies):
+    """30 updates (600 env steps after learning starts, 0.05 updates per step): the old policy pi_theta_i is
+    copied from pi_theta once at the start and then after every update (0), or at the first update 200 or more
+    env steps after its previous copy: three times in those 600 steps."""
+    flags = [*OLD_POLICY_FLAGS, "--run-dir", str(tmp_path / "run"), "--iteration-steps", str(iteration_steps)]
+    assert count_old_policy_copies(module, flags) == copies
