@@ -76,9 +76,10 @@ class Args:
     polyak: float = 0.95
     """polyak weight rho of the target critics, eq. (61).
     At ~0.1 updates per env step, 0.995 lets the cost critic lag the policy by tens of thousands of steps"""
-    iteration_steps: int = 0
+    iteration_steps: int = 600
     """env steps per EM iteration: the old policy pi_theta_i (E-step sampler, M-step KL anchor) is replaced by
-    pi_theta only every N env steps, as FSRL does after each collection round (0: after every update)"""
+    pi_theta only every N env steps, as FSRL does after each collection round (0: after every update, which let
+    the adversarial terms drag the policy off by xi per update and collapsed it)"""
     critic_lr: Optional[float] = None
     """learning rate of the reward and cost critics (preset per env)"""
     actor_lr: Optional[float] = None
