@@ -28,14 +28,18 @@ np.savez(sys.argv[2], obs=np.stack([s[0] for s in stored]), next_obs=np.stack([s
 """
 
 
+def run_child(code, *argv):
+    """Run `code` in a fresh Python with `argv` from the project's root; it must exit with status 0."""
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
 def recorded_run(module, tmp_path, flags, buffer_class="ReplayBuffer"):
     """Train `module` (e.g. "safer") with `flags`, recording what `buffer_class`.add(obs, act, rew, cost, next_obs,
     ...) receives; returns (completed process, stored obs, stored next obs)."""
     record_file = tmp_path / "stored.npz"
-    proc = subprocess.run([sys.executable, "-c", CHILD, module, str(record_file), buffer_class, *flags],
-                          capture_output=True,
-                          text=True, cwd=ROOT, timeout=600)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_child(CHILD, module, str(record_file), buffer_class, *flags)
     stored = np.load(record_file)
     return proc, stored["obs"], stored["next_obs"]
 
@@ -57,7 +61,5 @@ print("old policy copies", len(copies))
 def count_old_policy_copies(module, flags):
     """Train `module` with `flags`; returns how many times an Actor loaded a state dict (the old policy's copies:
     training loads no other actor)."""
-    proc = subprocess.run([sys.executable, "-c", COUNT_COPIES, module, *flags], capture_output=True, text=True,
-                          cwd=ROOT, timeout=600)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_child(COUNT_COPIES, module, *flags)
     return int(proc.stdout.rsplit("old policy copies ", 1)[1])

@@ -163,7 +163,6 @@ def test_adversarial_kl_does_not_reward_a_wider_std_for_a_mean_shift():
     assert kls["kl_adv"] == pytest.approx(0.5 * 2 * (1.0 / 0.5) ** 2)  # the full KL of the shift, 2 dims
 
 
-
 OLD_POLICY_FLAGS = ["--env-id", "SafetyBallCircle-v0", "--total-timesteps", "800", "--learning-starts", "200",
                     "--steps-per-epoch", "200", "--batch-size", "32", "--num-particles", "8", "--updates-per-step",
                     "0.05", "--eval-episodes", "1", "--eval-attackers", "none"]
