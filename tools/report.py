@@ -1,4 +1,4 @@
-"""Report from results/: the paper's Table 5 beside ours, Figure 2, and robustness curves against eps.
+"""Report from results/: the paper's Table 5 (and Table 8) beside ours, Figure 2, and robustness curves against eps.
 
     python tools/report.py [--results-dir results] [--robustness]
 
@@ -31,8 +31,9 @@ LABELS = {"safer": "SAFER", "safer_no_vm": "SAFER w/o vanilla M-step", "safer_no
           "sa_ppol_mc": "SA-PPOL(MC)", "adv_ppol": "ADV-PPOL"}
 SETTINGS = ("none", "mc", "mr")
 
-# The paper's Table 5 (means over 50 episodes and 5 seeds): reward, cost for natural, MC, MR.
-PAPER_TABLE5 = {
+# The paper's Table 5, and Table 8 for the SAFER ablations (means over 50 episodes and 5 seeds): reward, cost
+# for natural, MC, MR.
+PAPER_TABLES = {
     "SafetyCarCircle-v0": {
         "safer": (258.63, 0.0, 313.61, 0.1, 333.29, 0.32),
         "cvpo": (297.2, 0.38, 244.4, 57.21, 287.4, 38.75),
@@ -41,6 +42,9 @@ PAPER_TABLE5 = {
         "sa_ppol": (440.79, 0.25, 275.01, 71.62, 393.56, 96.4),
         "sa_ppol_mc": (439.44, 0.35, 348.21, 91.88, 375.59, 56.22),
         "adv_ppol": (300.0, 0.0, 338.79, 0.28, 281.64, 0.47),
+        "safer_no_vm": (9.06, 0.0, 10.98, 5.37, 14.06, 2.25),
+        "safer_no_kl": (373.56, 0.0, 313.82, 48.43, 395.2, 22.15),
+        "safer_no_mle": (244.5, 0.0, 283.61, 3.0, 323.07, 2.97),
     },
     "SafetyBallCircle-v0": {
         "safer": (610.03, 0.0, 625.93, 0.47, 661.22, 1.99),
@@ -50,6 +54,9 @@ PAPER_TABLE5 = {
         "sa_ppol": (705.52, 2.82, 688.24, 48.48, 760.64, 55.83),
         "sa_ppol_mc": (681.98, 3.07, 659.13, 42.53, 726.58, 46.38),
         "adv_ppol": (467.54, 0.0, 666.74, 2.1, 447.53, 1.38),
+        "safer_no_vm": (136.91, 0.0, 160.28, 0.0, 198.37, 0.0),
+        "safer_no_kl": (507.61, 3.13, 524.19, 7.45, 602.17, 6.73),
+        "safer_no_mle": (488.13, 0.0, 536.5, 0.55, 583.31, 3.15),
     },
 }
 
@@ -99,11 +106,11 @@ def table(results_dir):
 
 
 def markdown(stats):
-    lines = ["Mean +- std over seeds of each run's mean episodic reward / cost; paper (Table 5) in brackets.", ""]
+    lines = ["Mean +- std over seeds of each run's mean episodic reward / cost; paper (Table 5; Table 8 for the SAFER ablations) in brackets.", ""]
     header = "| method | seeds | natural | MC | MR | average |"
     for env_id, methods in stats.items():
         lines += [f"### {env_id}", "", header, "|---|---|---|---|---|---|"]
-        paper = PAPER_TABLE5.get(env_id, {})
+        paper = PAPER_TABLES.get(env_id, {})
         for method, (mean, std, n) in methods.items():
             cells = []
             for i in range(4):
