@@ -106,7 +106,8 @@ def table(results_dir):
 
 
 def markdown(stats):
-    lines = ["Mean +- std over seeds of each run's mean episodic reward / cost; paper (Table 5; Table 8 for the SAFER ablations) in brackets.", ""]
+    lines = ["Mean +- std over seeds of each run's mean episodic reward / cost; paper (Table 5; Table 8 for the SAFER "
+             "ablations) in brackets.", ""]
     header = "| method | seeds | natural | MC | MR | average |"
     for env_id, methods in stats.items():
         lines += [f"### {env_id}", "", header, "|---|---|---|---|---|---|"]
