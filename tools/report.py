@@ -30,6 +30,13 @@ LABELS = {"safer": "SAFER", "safer_no_vm": "SAFER w/o vanilla M-step", "safer_no
           "adv_cvpo": "ADV-CVPO", "adv_em_cvpo": "ADV-EM-CVPO", "ppol": "PPOL", "sa_ppol": "SA-PPOL",
           "sa_ppol_mc": "SA-PPOL(MC)", "adv_ppol": "ADV-PPOL"}
 SETTINGS = ("none", "mc", "mr")
+# one colour per method in every plot (tab10 has only 10); on-policy methods dashed
+COLORS = dict(zip(METHOD_ORDER, [plt.get_cmap("tab10")(i) for i in range(10)] + ["black", "darkblue"]))
+ON_POLICY = {"ppol", "sa_ppol", "sa_ppol_mc", "adv_ppol"}
+
+
+def style(method):
+    return dict(color=COLORS[method], linestyle="--" if method in ON_POLICY else "-", label=LABELS[method])
 
 # The paper's Table 5, and Table 8 for the SAFER ablations (means over 50 episodes and 5 seeds): reward, cost
 # for natural, MC, MR.
@@ -147,8 +154,8 @@ def figure2(results_dir, env_id, path):
         grid = np.logspace(np.log10(max(1.0, min(x[x > 0].min() for x, _ in curves))),
                            np.log10(min(x.max() for x, _ in curves)), 100)
         ys = np.mean([np.interp(grid, x, np.where(np.isfinite(y), y, np.nan)) for x, y in curves], axis=0)
-        line, = ax.plot(grid, ys, label=LABELS[method])
-        ax.annotate(LABELS[method], (grid[-1], ys[-1]), color=line.get_color(), fontsize=8,
+        ax.plot(grid, ys, **style(method))
+        ax.annotate(LABELS[method], (grid[-1], ys[-1]), color=COLORS[method], fontsize=8,
                     xytext=(3, 0), textcoords="offset points", va="center")
     ax.set_xscale("log")
     ax.set_xlabel("cumulative training cost")
@@ -200,7 +207,7 @@ def robustness_plot(results_dir, env_id, args, path):
     fig, (ax_cost, ax_ret) = plt.subplots(1, 2, figsize=(10, 4))
     for method, (eps, values) in curves.items():
         for ax, column in ((ax_ret, 0), (ax_cost, 1)):
-            ax.plot(eps, values[:, column], marker="o", label=LABELS[method])
+            ax.plot(eps, values[:, column], marker="o", **style(method))
     ax_cost.axhline(5, color="grey", linestyle="--", linewidth=1, label="cost limit")
     for ax, name in ((ax_cost, "episodic cost"), (ax_ret, "episodic reward")):
         ax.set_xlabel("MC attack budget eps")
