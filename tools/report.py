@@ -204,15 +204,19 @@ def robustness_plot(results_dir, env_id, args, path):
             curves[method] = eps, np.array([[p[e] for e in eps] for p in per_seed]).mean(0)
     if not curves:
         return False
-    fig, (ax_cost, ax_ret) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax_cost, ax_ret) = plt.subplots(1, 2, figsize=(13, 5))
     for method, (eps, values) in curves.items():
         for ax, column in ((ax_ret, 0), (ax_cost, 1)):
             ax.plot(eps, values[:, column], marker="o", **style(method))
+            # labels at the curve ends, as in Figure 2: a dozen curves are not read from a legend
+            ax.annotate(LABELS[method], (eps[-1], values[-1, column]), color=COLORS[method], fontsize=7,
+                        xytext=(4, 0), textcoords="offset points", va="center")
     ax_cost.axhline(5, color="grey", linestyle="--", linewidth=1, label="cost limit")
     for ax, name in ((ax_cost, "episodic cost"), (ax_ret, "episodic reward")):
         ax.set_xlabel("MC attack budget eps")
         ax.set_ylabel(name)
-        ax.legend(fontsize=8)
+        ax.set_xlim(right=max(e[-1] for e, _ in curves.values()) * 1.3)
+        ax.legend(fontsize=7)
     fig.suptitle(f"{env_id}: robustness under the MC attacker")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
