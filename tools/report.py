@@ -216,7 +216,7 @@ def robustness_plot(results_dir, env_id, args, path):
         ax.set_xlabel("MC attack budget eps")
         ax.set_ylabel(name)
         ax.set_xlim(right=max(e[-1] for e, _ in curves.values()) * 1.3)
-        ax.legend(fontsize=7)
+    ax_cost.legend(fontsize=7)  # the reward panel's curves are labelled at their ends
     fig.suptitle(f"{env_id}: robustness under the MC attacker")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
