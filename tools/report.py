@@ -38,6 +38,12 @@ ON_POLICY = {"ppol", "sa_ppol", "sa_ppol_mc", "adv_ppol"}
 def style(method):
     return dict(color=COLORS[method], linestyle="--" if method in ON_POLICY else "-", label=LABELS[method])
 
+
+def label_end(ax, method, x, y, fontsize, offset):
+    """The method's name at its curve's end: a dozen curves are not read from a legend."""
+    ax.annotate(LABELS[method], (x, y), color=COLORS[method], fontsize=fontsize, xytext=(offset, 0),
+                textcoords="offset points", va="center")
+
 # The paper's Table 5, and Table 8 for the SAFER ablations (means over 50 episodes and 5 seeds): reward, cost
 # for natural, MC, MR.
 PAPER_TABLES = {
@@ -155,8 +161,7 @@ def figure2(results_dir, env_id, path):
                            np.log10(min(x.max() for x, _ in curves)), 100)
         ys = np.mean([np.interp(grid, x, np.where(np.isfinite(y), y, np.nan)) for x, y in curves], axis=0)
         ax.plot(grid, ys, **style(method))
-        ax.annotate(LABELS[method], (grid[-1], ys[-1]), color=COLORS[method], fontsize=8,
-                    xytext=(3, 0), textcoords="offset points", va="center")
+        label_end(ax, method, grid[-1], ys[-1], fontsize=8, offset=3)
     ax.set_xscale("log")
     ax.set_xlabel("cumulative training cost")
     ax.set_ylabel("max episodic reward so far")
@@ -208,14 +213,13 @@ def robustness_plot(results_dir, env_id, args, path):
     for method, (eps, values) in curves.items():
         for ax, column in ((ax_ret, 0), (ax_cost, 1)):
             ax.plot(eps, values[:, column], marker="o", **style(method))
-            # labels at the curve ends, as in Figure 2: a dozen curves are not read from a legend
-            ax.annotate(LABELS[method], (eps[-1], values[-1, column]), color=COLORS[method], fontsize=7,
-                        xytext=(4, 0), textcoords="offset points", va="center")
+            label_end(ax, method, eps[-1], values[-1, column], fontsize=7, offset=4)
     ax_cost.axhline(5, color="grey", linestyle="--", linewidth=1, label="cost limit")
+    eps_max = max(e[-1] for e, _ in curves.values())
     for ax, name in ((ax_cost, "episodic cost"), (ax_ret, "episodic reward")):
         ax.set_xlabel("MC attack budget eps")
         ax.set_ylabel(name)
-        ax.set_xlim(right=max(e[-1] for e, _ in curves.values()) * 1.3)
+        ax.set_xlim(right=eps_max * 1.3)  # room for the end labels
     ax_cost.legend(fontsize=7)  # the reward panel's curves are labelled at their ends
     fig.suptitle(f"{env_id}: robustness under the MC attacker")
     fig.tight_layout()
