@@ -118,3 +118,44 @@ def test_robust_fit_rejects_a_missing_or_foreign_checkpoint(tmp_path):
         proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "robust_fit.py"), "--checkpoint",
                                str(path)], capture_output=True, text=True)
         assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def mean_vs_sample(*flags):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "tools", "mean_vs_sample.py"), *flags],
+                          capture_output=True, text=True)
+
+
+def test_mean_vs_sample_mean_mode_is_the_scripts_evaluation(tmp_path):
+    from dataclasses import asdict
+
+    import cvpo
+    import torch
+    ckpt, out, eval_out = tmp_path / "model.pt", tmp_path / "mvs.json", tmp_path / "eval.json"
+    torch.manual_seed(0)
+    actor, critics = cvpo.Actor(8, 2), [cvpo.QNetwork(8, 2) for _ in range(3)]
+    args = cvpo.Args(env_id="SafetyBallCircle-v0", seed=3, eps=0.05)
+    torch.save(dict(algo="cvpo", env_id=args.env_id, args=asdict(args), obs_dim=8, act_dim=2, global_step=0,
+                    actor=actor.state_dict(), qr1=critics[0].state_dict(), qr2=critics[1].state_dict(),
+                    qc=critics[2].state_dict()), ckpt)
+    proc = mean_vs_sample("--checkpoint", str(ckpt), "--episodes", "2", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    subprocess.run([sys.executable, os.path.join(ROOT, "cvpo.py"), "--eval-checkpoint", str(ckpt), "--eval-output",
+                    str(eval_out), "--eval-episodes", "2", "--eval-attackers", "none"], check=True,
+                   capture_output=True)
+    record, evaluated = json.loads(out.read_text()), json.loads(eval_out.read_text())["results"]["none"]
+    # the mean mode replays the scripts' deterministic evaluation: same initial states, same actions
+    assert record["mean"]["return_mean"] == pytest.approx(evaluated["return_mean"], abs=1e-6)
+    assert record["mean"]["cost_mean"] == pytest.approx(evaluated["cost_mean"], abs=1e-6)
+    assert record["sample"]["return_mean"] != pytest.approx(record["mean"]["return_mean"], abs=1e-6)
+    assert record["cost_limit"] == 5.0 and record["sample"]["episodes"] == 2
+    assert 0 <= record["sample"]["episodes_over_limit"] <= 2
+
+
+def test_mean_vs_sample_rejects_bad_input(tmp_path):
+    import torch
+    torch.save(dict(algo="ppol"), tmp_path / "other.pt")
+    for flags, message in (((str(tmp_path / "missing.pt"),), "does not exist"),
+                           ((str(tmp_path / "other.pt"),), "is not a checkpoint of cvpo.py"),
+                           ((str(tmp_path / "other.pt"), "--episodes", "0"), "--episodes must be a positive")):
+        proc = mean_vs_sample("--checkpoint", *flags)
+        assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr
