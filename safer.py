@@ -15,7 +15,7 @@ import json
 import random
 import time
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 import bullet_safety_gym  # noqa: F401  (registers the Safety* envs)
 import gymnasium as gym
@@ -110,6 +110,9 @@ class Args:
     """episodic cost limit kappa_H"""
     xi_adv: Optional[float] = None
     """bound xi_adv on KL(pi(.|s) || pi(.|nu(s))), eq. (8) (preset per env)"""
+    adv_kl_anchor: Literal["current", "old"] = "current"
+    """benign side of the adversarial KL: current = pi_theta(s) without gradient (appendix B.1's practical form),
+    old = the old policy pi_theta_i(s) (eq. 62 as written)"""
     adv_start_epoch: int = 20
     """T_s of eq. (67): epochs before the attack budget eps_t starts to grow; the policy first learns to drive"""
     adv_ramp_epochs: int = 20
@@ -358,10 +361,12 @@ def robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, m1, var, duals, 
     # vanilla M-step (7), decoupled: mean moves with the old std, std with the old mean
     log_lik = decoupled_log_lik(mean, std, old_mean, old_std, m1, var)
     kl_mean, kl_std = decoupled_kl(old_mean, old_std, mean, std)
-    # appendix B.1: KL(pi_theta(s) || pi_theta(nu(s))), no gradient through the benign path; decoupled like the
-    # vanilla KL: in the joint KL a larger std at nu(s) shrinks the mean-shift term, so the multiplier would
-    # buy robustness by inflating the std everywhere (measured: std at its clamp, no reward learned)
-    kl_adv = sum(decoupled_kl(mean.detach(), std.detach(), mean_adv, std_adv))
+    # appendix B.1: KL(pi_theta(s) || pi_theta(nu(s))), no gradient through the benign path, or eq. (62)'s
+    # KL(pi_theta_i(s) || pi_theta(nu(s))); decoupled like the vanilla KL: in the joint KL a larger std at nu(s)
+    # shrinks the mean-shift term, so the multiplier would buy robustness by inflating the std everywhere
+    # (measured: std at its clamp, no reward learned)
+    ref_mean, ref_std = (mean.detach(), std.detach()) if args.adv_kl_anchor == "current" else (old_mean, old_std)
+    kl_adv = sum(decoupled_kl(ref_mean, ref_std, mean_adv, std_adv))
     terms = {
         "vanilla": -(log_lik + duals[0] * (args.mstep_kl - kl_mean) + duals[1] * (args.mstep_kl_std - kl_std)),
         "adv_mle": -decoupled_log_lik(mean_adv, std_adv, old_mean, old_std, m1, var),

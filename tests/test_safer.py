@@ -163,6 +163,35 @@ def test_adversarial_kl_does_not_reward_a_wider_std_for_a_mean_shift():
     assert kls["kl_adv"] == pytest.approx(0.5 * 2 * (1.0 / 0.5) ** 2)  # the full KL of the shift, 2 dims
 
 
+def test_adv_kl_anchor_old_is_eq_62_as_written():
+    """--adv-kl-anchor old: the adversarial KL measured from the old policy pi_theta_i(s), not from pi_theta(s)."""
+    args, actor, target_actor, obs, particles, weights = fixed_batch()
+    with torch.no_grad():  # the current policy has moved away from the old one
+        for p in actor.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        old_mean, old_std = target_actor(obs)
+        m1, var = safer.particle_moments(particles, weights)
+    obs_adv = obs + 0.05 * torch.sign(torch.randn_like(obs))
+    kl_by_anchor = {}
+    for anchor in ("current", "old"):
+        anchored = dataclasses.replace(args, adv_kl_anchor=anchor)
+        _, kls = safer.robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, m1, var, [1.0, 1.0, 1.0], anchored)
+        kl_by_anchor[anchor] = kls["kl_adv"]
+    with torch.no_grad():
+        mean, std = actor(obs)
+        mean_adv, std_adv = actor(obs_adv)
+
+    def decoupled(ref_mean, ref_std):
+        kl = torch.distributions.kl_divergence
+        normal = torch.distributions.Normal
+        return (kl(normal(ref_mean, ref_std), normal(mean_adv, ref_std)).sum(-1).mean()
+                + kl(normal(ref_mean, ref_std), normal(ref_mean, std_adv)).sum(-1).mean()).item()
+
+    assert kl_by_anchor["old"] == pytest.approx(decoupled(old_mean, old_std), rel=1e-5)
+    assert kl_by_anchor["current"] == pytest.approx(decoupled(mean, std), rel=1e-5)
+    assert abs(kl_by_anchor["old"] - kl_by_anchor["current"]) > 1e-3
+
+
 OLD_POLICY_FLAGS = ["--env-id", "SafetyBallCircle-v0", "--total-timesteps", "800", "--learning-starts", "200",
                     "--steps-per-epoch", "200", "--batch-size", "32", "--num-particles", "8", "--updates-per-step",
                     "0.05", "--eval-episodes", "1", "--eval-attackers", "none"]
