@@ -89,7 +89,7 @@ def main(args):
         fail(f"--output {out!r}: its folder does not exist")
     torch.set_num_threads(1)
     seed, cost_limit = ckpt["args"]["seed"], ckpt["args"]["cost_limit"]
-    record = dict(checkpoint=os.path.abspath(args.checkpoint), algo=ckpt["algo"], env_id=ckpt["env_id"], seed=seed,
+    record = dict(checkpoint=args.checkpoint, algo=ckpt["algo"], env_id=ckpt["env_id"], seed=seed,
                   global_step=ckpt["global_step"], cost_limit=cost_limit)
     for mode in ("mean", "sample"):
         r = record[mode] = run_episodes(actor, ckpt["env_id"], seed, args.episodes, mode == "sample", cost_limit)
