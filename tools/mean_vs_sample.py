@@ -17,7 +17,6 @@ import sys
 from dataclasses import dataclass
 from typing import Optional
 
-import gymnasium as gym
 import numpy as np
 import torch
 import tyro
@@ -34,7 +33,7 @@ class Args:
     checkpoint: str
     """model.pt of cvpo.py, safer.py or adv_cvpo.py"""
     episodes: int = 20
-    """episodes per mode, all run at once in a vector env"""
+    """episodes per mode (the scripts' --eval-episodes: up to 20 envs at once)"""
     output: Optional[str] = None
     """JSON record (default: mean_vs_sample.json beside the checkpoint)"""
 
@@ -43,7 +42,7 @@ def fail(message):
     raise SystemExit(f"mean_vs_sample.py: error: {message}")
 
 
-def load_actor(path):
+def load_networks(path):
     if not os.path.isfile(path):
         fail(f"checkpoint {path!r} does not exist")
     try:
@@ -52,38 +51,39 @@ def load_actor(path):
         fail(f"checkpoint {path!r} is not a readable torch checkpoint ({type(exc).__name__})")
     if not isinstance(ckpt, dict) or ckpt.get("algo") not in OFF_POLICY:
         fail(f"checkpoint {path!r} is not a checkpoint of {', '.join(a + '.py' for a in OFF_POLICY)}")
-    actor = cvpo.Actor(ckpt["obs_dim"], ckpt["act_dim"])
+    obs_dim, act_dim = ckpt["obs_dim"], ckpt["act_dim"]
+    actor = cvpo.Actor(obs_dim, act_dim)
     actor.load_state_dict(ckpt["actor"])
-    return ckpt, actor
+    critics = [cvpo.QNetwork(obs_dim, act_dim) for _ in range(3)]
+    for name, critic in zip(("qr1", "qr2", "qc"), critics):
+        critic.load_state_dict(ckpt[name])
+    return ckpt, actor, critics
 
 
-def run_episodes(actor, env_id, seed, episodes, sample, cost_limit):
-    """Same initial states as the scripts' evaluate() for this seed; sampled actions are clipped to the box, as
-    the behaviour policy's are."""
-    envs = gym.vector.SyncVectorEnv([cvpo.make_env(env_id) for _ in range(episodes)])
-    np.random.seed(10_000 + seed * 1000)  # bullet-safety-gym draws initial states from the global numpy RNG
-    obs, _ = envs.reset(seed=[10_000 + seed * 1000 + i for i in range(episodes)])
-    generator = torch.Generator().manual_seed(seed)
-    ep_ret, ep_cost, done = np.zeros(episodes), np.zeros(episodes), np.zeros(episodes, bool)
-    while not done.all():
-        with torch.no_grad():
-            mean, std = actor(torch.as_tensor(obs, dtype=torch.float32))
-            act = (mean + std * torch.randn(mean.shape, generator=generator)).clamp(-1, 1) if sample else mean
-        obs, rew, terminated, truncated, infos = envs.step(act.numpy())
-        live = ~done
-        ep_ret[live] += rew[live]
-        ep_cost[live] += cvpo.step_costs(infos, episodes)[live]
-        done |= terminated | truncated
-    envs.close()
-    return dict(return_mean=float(ep_ret.mean()), return_std=float(ep_ret.std()), cost_mean=float(ep_cost.mean()),
-                cost_std=float(ep_cost.std()), episodes_over_limit=int((ep_cost > cost_limit).sum()),
-                episodes=episodes)
+class SampledActor(torch.nn.Module):
+    """The actor with a sample in place of its mean, clipped to the box as the behaviour policy's actions are:
+    the scripts' evaluate() acts with whatever comes first."""
+
+    def __init__(self, actor, seed):
+        super().__init__()
+        self.actor, self.generator = actor, torch.Generator().manual_seed(seed)
+
+    def forward(self, obs):
+        mean, std = self.actor(obs)
+        return (mean + std * torch.randn(mean.shape, generator=self.generator)).clamp(-1, 1), std
+
+
+def summary(result, cost_limit):
+    """The scripts' unattacked evaluation record, with the episodes over the cost limit counted."""
+    return dict(return_mean=result["return_mean"], return_std=result["return_std"], cost_mean=result["cost_mean"],
+                cost_std=result["cost_std"], episodes_over_limit=int((np.array(result["costs"]) > cost_limit).sum()),
+                episodes=result["episodes"])
 
 
 def main(args):
     if args.episodes <= 0:
         fail(f"--episodes must be a positive integer, got {args.episodes}")
-    ckpt, actor = load_actor(args.checkpoint)
+    ckpt, actor, critics = load_networks(args.checkpoint)
     out = args.output or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "mean_vs_sample.json")
     if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
         fail(f"--output {out!r}: its folder does not exist")
@@ -91,8 +91,10 @@ def main(args):
     seed, cost_limit = ckpt["args"]["seed"], ckpt["args"]["cost_limit"]
     record = dict(checkpoint=args.checkpoint, algo=ckpt["algo"], env_id=ckpt["env_id"], seed=seed,
                   global_step=ckpt["global_step"], cost_limit=cost_limit)
-    for mode in ("mean", "sample"):
-        r = record[mode] = run_episodes(actor, ckpt["env_id"], seed, args.episodes, mode == "sample", cost_limit)
+    eval_args = cvpo.resolve_args(cvpo.Args(env_id=ckpt["env_id"], seed=seed, eps=ckpt["args"]["eps"],
+                                            eval_episodes=args.episodes, eval_attackers=("none",)))
+    for mode, policy in (("mean", actor), ("sample", SampledActor(actor, seed))):
+        r = record[mode] = summary(cvpo.evaluate(policy, *critics, eval_args)["none"], cost_limit)
         print(f"{mode:6s} return {r['return_mean']:7.1f} +- {r['return_std']:5.1f}  cost {r['cost_mean']:6.2f} +- "
               f"{r['cost_std']:5.2f}  episodes over the limit: {r['episodes_over_limit']}/{r['episodes']}", flush=True)
     cvpo.write_json(out, record)
