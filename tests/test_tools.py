@@ -65,6 +65,22 @@ def test_robustness_plot_from_cached_values_and_skipped_without_any(tmp_path, ca
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_end_labels_of_close_curves_do_not_overlap():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 100])
+    # two curves ending 1% of the axis apart, one far away
+    report.label_ends(ax, {"sa_ppol_mc": (1, 9.0), "adv_ppol": (1, 9.8), "cvpo": (1, 90.0)}, fontsize=7, offset=4)
+    fig.canvas.draw()
+    boxes = {a.get_text(): a.get_window_extent() for a in ax.texts}
+    assert set(boxes) == {"SA-PPOL(MC)", "ADV-PPOL", "CVPO-vanilla"}
+    assert not boxes["SA-PPOL(MC)"].overlaps(boxes["ADV-PPOL"])
+    # a label with room stays at its curve's end
+    assert ax.texts[[a.get_text() for a in ax.texts].index("CVPO-vanilla")].xyann == (4, 0)
+    plt.close(fig)
+
+
 def test_sweep_skips_finished_runs_and_survives_failures(tmp_path):
     results = tmp_path / "results"
     fabricate(results, "cvpo", 1, (1, 0), (1, 0), (1, 0))  # finished: has eval.json

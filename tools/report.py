@@ -39,10 +39,18 @@ def style(method):
     return dict(color=COLORS[method], linestyle="--" if method in ON_POLICY else "-", label=LABELS[method])
 
 
-def label_end(ax, method, x, y, fontsize, offset):
-    """The method's name at its curve's end: a dozen curves are not read from a legend."""
-    ax.annotate(LABELS[method], (x, y), color=COLORS[method], fontsize=fontsize, xytext=(offset, 0),
-                textcoords="offset points", va="center")
+def label_ends(ax, ends, fontsize, offset):
+    """Each method's name at its curve's end, {method: (x, y)}: a dozen curves are not read from a legend. Ends
+    closer than a line of text are nudged apart upwards, or two names print on top of each other."""
+    ax.get_ylim()  # settle the autoscaled limits before reading the data-to-display transform
+    points_per_pixel = 72 / ax.figure.dpi
+    heights = {m: ax.transData.transform(xy)[1] * points_per_pixel for m, xy in ends.items()}
+    previous = -np.inf
+    for method in sorted(ends, key=heights.get):
+        placed = max(heights[method], previous + 1.2 * fontsize)
+        ax.annotate(LABELS[method], ends[method], color=COLORS[method], fontsize=fontsize,
+                    xytext=(offset, placed - heights[method]), textcoords="offset points", va="center")
+        previous = placed
 
 # The paper's Table 5, and Table 8 for the SAFER ablations (means over 50 episodes and 5 seeds): reward, cost
 # for natural, MC, MR.
@@ -152,6 +160,7 @@ def progress(run_dir):
 def figure2(results_dir, env_id, path):
     """Max episodic reward so far against cumulative training cost (log x), mean over seeds, per method."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    ends = {}
     for method in METHOD_ORDER:
         curves = [c for c in (progress(d) for d in seed_dirs(results_dir, env_id, method)) if c is not None]
         curves = [(x, y) for x, y in curves if np.isfinite(y).any() and x.max() > 0]
@@ -161,8 +170,9 @@ def figure2(results_dir, env_id, path):
                            np.log10(min(x.max() for x, _ in curves)), 100)
         ys = np.mean([np.interp(grid, x, np.where(np.isfinite(y), y, np.nan)) for x, y in curves], axis=0)
         ax.plot(grid, ys, **style(method))
-        label_end(ax, method, grid[-1], ys[-1], fontsize=8, offset=3)
+        ends[method] = grid[-1], ys[-1]
     ax.set_xscale("log")
+    label_ends(ax, ends, fontsize=8, offset=3)
     ax.set_xlabel("cumulative training cost")
     ax.set_ylabel("max episodic reward so far")
     ax.set_title(f"{env_id}: reward reached against cost paid in training")
@@ -213,13 +223,15 @@ def robustness_plot(results_dir, env_id, args, path):
     for method, (eps, values) in curves.items():
         for ax, column in ((ax_ret, 0), (ax_cost, 1)):
             ax.plot(eps, values[:, column], marker="o", **style(method))
-            label_end(ax, method, eps[-1], values[-1, column], fontsize=7, offset=4)
     ax_cost.axhline(5, color="grey", linestyle="--", linewidth=1, label="cost limit")
     eps_max = max(e[-1] for e, _ in curves.values())
     for ax, name in ((ax_cost, "episodic cost"), (ax_ret, "episodic reward")):
         ax.set_xlabel("MC attack budget eps")
         ax.set_ylabel(name)
         ax.set_xlim(right=eps_max * 1.3)  # room for the end labels
+    for ax, column in ((ax_ret, 0), (ax_cost, 1)):
+        label_ends(ax, {method: (eps[-1], values[-1, column]) for method, (eps, values) in curves.items()},
+                   fontsize=7, offset=4)
     ax_cost.legend(fontsize=7)  # the reward panel's curves are labelled at their ends
     fig.suptitle(f"{env_id}: robustness under the MC attacker")
     fig.tight_layout()
