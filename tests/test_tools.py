@@ -70,7 +70,7 @@ def test_end_labels_of_close_curves_do_not_overlap():
 
     fig, ax = plt.subplots()
     ax.plot([0, 1], [0, 100])
-    # two curves ending 1% of the axis apart, one far away
+    # two curves ending 0.8% of the axis apart, one far away
     report.label_ends(ax, {"sa_ppol_mc": (1, 9.0), "adv_ppol": (1, 9.8), "cvpo": (1, 90.0)}, fontsize=7, offset=4)
     fig.canvas.draw()
     boxes = {a.get_text(): a.get_window_extent() for a in ax.texts}
