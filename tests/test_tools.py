@@ -73,11 +73,11 @@ def test_end_labels_of_close_curves_do_not_overlap():
     # two curves ending 0.8% of the axis apart, one far away
     report.label_ends(ax, {"sa_ppol_mc": (1, 9.0), "adv_ppol": (1, 9.8), "cvpo": (1, 90.0)}, fontsize=7, offset=4)
     fig.canvas.draw()
-    boxes = {a.get_text(): a.get_window_extent() for a in ax.texts}
-    assert set(boxes) == {"SA-PPOL(MC)", "ADV-PPOL", "CVPO-vanilla"}
-    assert not boxes["SA-PPOL(MC)"].overlaps(boxes["ADV-PPOL"])
+    labels = {a.get_text(): a for a in ax.texts}
+    assert set(labels) == {"SA-PPOL(MC)", "ADV-PPOL", "CVPO-vanilla"}
+    assert not labels["SA-PPOL(MC)"].get_window_extent().overlaps(labels["ADV-PPOL"].get_window_extent())
     # a label with room stays at its curve's end
-    assert ax.texts[[a.get_text() for a in ax.texts].index("CVPO-vanilla")].xyann == (4, 0)
+    assert labels["CVPO-vanilla"].xyann == (4, 0)
     plt.close(fig)
 
 
