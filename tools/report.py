@@ -1,4 +1,4 @@
-"""Report from results/: the paper's Table 5 (and Table 8) beside ours, Figure 2, and robustness curves against eps.
+"""Report from results/: the paper's Table 5 (and Tables 6 and 8) beside ours, Figure 2, and robustness curves against eps.
 
     python tools/report.py [--results-dir results] [--robustness]
 
@@ -129,8 +129,8 @@ def table(results_dir):
 
 
 def markdown(stats):
-    lines = ["Mean +- std over seeds of each run's mean episodic reward / cost; paper (Table 5; Table 8 for the SAFER "
-             "ablations) in brackets.", ""]
+    lines = ["Mean +- std over seeds of each run's mean episodic reward / cost; paper (Table 5; Table 6 for "
+             "ADV-EM-CVPO; Table 8 for the SAFER ablations) in brackets.", ""]
     header = "| method | seeds | natural | MC | MR | average |"
     for env_id, methods in stats.items():
         lines += [f"### {env_id}", "", header, "|---|---|---|---|---|---|"]
