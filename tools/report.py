@@ -1,4 +1,4 @@
-"""Report from results/: the paper's Table 5 (and Tables 6 and 8) beside ours, Figure 2, and robustness curves against eps.
+"""Report from results/: the paper's Table 5 (and Tables 6 and 8) beside ours, Figure 2, robustness curves against eps.
 
     python tools/report.py [--results-dir results] [--robustness]
 
