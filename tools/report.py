@@ -150,8 +150,9 @@ def markdown(stats):
 
 
 def progress(run_dir):
+    """(cumulative cost, max return so far) per epoch of a finished run; None while it runs, as the table skips it."""
     path = os.path.join(run_dir, "progress.csv")
-    if not os.path.exists(path):
+    if not (os.path.exists(path) and os.path.exists(os.path.join(run_dir, "eval.json"))):
         return None
     data = np.genfromtxt(path, delimiter=",", names=True)
     data = np.atleast_1d(data)
