@@ -48,15 +48,16 @@ def test_report_means_stds_and_figures(tmp_path):
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_figure2_skips_a_run_still_training(tmp_path):
+def test_report_skips_a_run_still_training(tmp_path):
     results = tmp_path / "results"
     fabricate(results, "safer", 1, (300, 0), (280, 1), (320, 2))
     fabricate(results, "safer", 2, (200, 2), (260, 3), (300, 4))
-    running = results / ENV / "safer" / "seed2"
-    assert report.progress(str(running)) is not None
-    (running / "eval.json").unlink()
-    assert report.progress(str(running)) is None
-    cumulative_cost, best_return = report.progress(str(results / ENV / "safer" / "seed1"))
+    seed1, running = str(results / ENV / "safer" / "seed1"), str(results / ENV / "safer" / "seed2")
+    assert report.seed_dirs(str(results), ENV, "safer") == [seed1, running]
+    os.remove(os.path.join(running, "eval.json"))  # progress.csv stays, as while training
+    assert report.seed_dirs(str(results), ENV, "safer") == [seed1]
+    assert report.table(str(results))[ENV]["safer"][2] == 1
+    cumulative_cost, best_return = report.progress(seed1)
     assert cumulative_cost.tolist() == [10, 20, 30, 40, 50] and best_return[-1] == 300
 
 

@@ -99,15 +99,14 @@ class Args:
 
 
 def seed_dirs(results_dir, env_id, method):
-    return sorted(d for d in glob.glob(os.path.join(results_dir, env_id, method, "seed*")) if os.path.isdir(d))
+    """Finished runs only (eval.json written), so a sweep still training is in no table or figure."""
+    pattern = os.path.join(results_dir, env_id, method, "seed*", "eval.json")
+    return sorted(os.path.dirname(p) for p in glob.glob(pattern))
 
 
 def seed_values(run_dir):
-    """(reward, cost) per setting and their average over the settings, from one run's eval.json; None if absent."""
-    path = os.path.join(run_dir, "eval.json")
-    if not os.path.exists(path):
-        return None
-    results = json.load(open(path))["results"]
+    """(reward, cost) per setting and their average over the settings, from one run's eval.json; None if one is absent."""
+    results = json.load(open(os.path.join(run_dir, "eval.json")))["results"]
     if any(s not in results for s in SETTINGS):
         return None
     values = [(results[s]["return_mean"], results[s]["cost_mean"]) for s in SETTINGS]
@@ -150,9 +149,8 @@ def markdown(stats):
 
 
 def progress(run_dir):
-    """(cumulative cost, max return so far) per epoch of a finished run; None while it runs, as the table skips it."""
     path = os.path.join(run_dir, "progress.csv")
-    if not (os.path.exists(path) and os.path.exists(os.path.join(run_dir, "eval.json"))):
+    if not os.path.exists(path):
         return None
     data = np.genfromtxt(path, delimiter=",", names=True)
     data = np.atleast_1d(data)
@@ -214,8 +212,7 @@ def robustness_plot(results_dir, env_id, args, path):
     """Writes the plot and returns True, or returns False when no run of env_id has a checkpoint or a cache."""
     curves = {}
     for method in METHOD_ORDER:
-        per_seed = [robustness_values(d, args) for d in seed_dirs(results_dir, env_id, method)
-                    if os.path.exists(os.path.join(d, "eval.json"))]
+        per_seed = [robustness_values(d, args) for d in seed_dirs(results_dir, env_id, method)]
         per_seed = [p for p in per_seed if p]
         if per_seed:
             eps = sorted(set.intersection(*(set(p) for p in per_seed)))
