@@ -1,6 +1,7 @@
 """tools/: the report's numbers on a fabricated results tree, its figures, and the sweep runner's resume/failure."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -178,6 +179,31 @@ def test_mean_vs_sample_mean_mode_is_the_scripts_evaluation(tmp_path):
     assert record["sample"]["return_mean"] != pytest.approx(record["mean"]["return_mean"], abs=1e-6)
     assert record["cost_limit"] == 5.0 and record["sample"]["episodes"] == 2
     assert 0 <= record["sample"]["episodes_over_limit"] <= 2
+
+
+def test_mean_vs_sample_records_executed_actions_clipped_to_the_box(tmp_path):
+    from dataclasses import asdict
+
+    import cvpo
+    import torch
+    ckpt, out = tmp_path / "model.pt", tmp_path / "mvs.json"
+    actor, critics = cvpo.Actor(8, 2), [cvpo.QNetwork(8, 2) for _ in range(3)]
+    with torch.no_grad():  # a constant policy: mean (0.9, -0.9) in every state, std 0.74
+        actor.body[-1].weight.zero_()
+        actor.body[-1].bias.copy_(torch.tensor([math.atanh(0.9), math.atanh(-0.9), 0.0, 0.0]))
+    args = cvpo.Args(env_id="SafetyBallCircle-v0", seed=1, eps=0.05)
+    torch.save(dict(algo="cvpo", env_id=args.env_id, args=asdict(args), obs_dim=8, act_dim=2, global_step=0,
+                    actor=actor.state_dict(), qr1=critics[0].state_dict(), qr2=critics[1].state_dict(),
+                    qc=critics[2].state_dict()), ckpt)
+    proc = mean_vs_sample("--checkpoint", str(ckpt), "--episodes", "2", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(out.read_text())
+    assert record["mean"]["action_mean"] == pytest.approx([0.9, -0.9], abs=1e-5)
+    assert record["mean"]["action_abs_mean"] == pytest.approx([0.9, 0.9], abs=1e-5)
+    # N(0.9, 0.74^2) clipped to [-1, 1] averages 0.65: the samples execute a milder action than the mean
+    sample_mean = record["sample"]["action_mean"]
+    assert 0.55 < sample_mean[0] < 0.75 and -0.75 < sample_mean[1] < -0.55
+    assert all(0 < a <= 1 for a in record["sample"]["action_abs_mean"])
 
 
 def test_mean_vs_sample_rejects_bad_input(tmp_path):

@@ -3,8 +3,10 @@ and of actions sampled from its Gaussian, on the same initial states, without at
 
 The scripts evaluate the mean action (spec section 7), while the cost critic and the E-step's cost constraint
 score the stochastic policy that collected the data. When the two differ in cost, a policy can meet the cost
-limit in its training episodes and break it in evaluation. Works on a checkpoint of cvpo.py, safer.py or
-adv_cvpo.py (they share the actor). Writes a JSON record (atomically) and prints a line per mode.
+limit in its training episodes and break it in evaluation. Each mode also records the actions the env executed
+(mean and mean absolute value per action dimension): samples beyond the box are clipped, so near the bounds a wide
+Gaussian executes milder actions than its mean. Works on a checkpoint of cvpo.py, safer.py or adv_cvpo.py (they
+share the actor). Writes a JSON record (atomically) and prints a line per mode.
 
     python tools/mean_vs_sample.py --checkpoint runs/<run>/model.pt [--episodes 20]
 """
@@ -73,11 +75,27 @@ class SampledActor(torch.nn.Module):
         return (mean + std * torch.randn(mean.shape, generator=self.generator)).clamp(-1, 1), std
 
 
-def summary(result, cost_limit):
-    """The scripts' unattacked evaluation record, with the episodes over the cost limit counted."""
+class ActionRecorder(torch.nn.Module):
+    """Passes a policy through and keeps each action it returns, clipped to the box as the env applies it."""
+
+    def __init__(self, policy):
+        super().__init__()
+        self.policy, self.actions = policy, []
+
+    def forward(self, obs):
+        act, std = self.policy(obs)
+        self.actions.append(act.detach().clamp(-1, 1))
+        return act, std
+
+
+def summary(result, cost_limit, actions):
+    """The scripts' unattacked evaluation record, with the episodes over the cost limit counted and the executed
+    actions per dimension."""
+    actions = torch.cat(actions)
     return dict(return_mean=result["return_mean"], return_std=result["return_std"], cost_mean=result["cost_mean"],
                 cost_std=result["cost_std"], episodes_over_limit=int((np.array(result["costs"]) > cost_limit).sum()),
-                episodes=result["episodes"])
+                episodes=result["episodes"], action_mean=actions.mean(0).tolist(),
+                action_abs_mean=actions.abs().mean(0).tolist())
 
 
 def main(args):
@@ -94,9 +112,12 @@ def main(args):
     eval_args = cvpo.resolve_args(cvpo.Args(env_id=ckpt["env_id"], seed=seed, eps=ckpt["args"]["eps"],
                                             eval_episodes=args.episodes, eval_attackers=("none",)))
     for mode, policy in (("mean", actor), ("sample", SampledActor(actor, seed))):
-        r = record[mode] = summary(cvpo.evaluate(policy, *critics, eval_args)["none"], cost_limit)
+        recorder = ActionRecorder(policy)
+        r = record[mode] = summary(cvpo.evaluate(recorder, *critics, eval_args)["none"], cost_limit, recorder.actions)
         print(f"{mode:6s} return {r['return_mean']:7.1f} +- {r['return_std']:5.1f}  cost {r['cost_mean']:6.2f} +- "
-              f"{r['cost_std']:5.2f}  episodes over the limit: {r['episodes_over_limit']}/{r['episodes']}", flush=True)
+              f"{r['cost_std']:5.2f}  episodes over the limit: {r['episodes_over_limit']}/{r['episodes']}  "
+              f"executed action mean {np.round(r['action_mean'], 3).tolist()} "
+              f"|action| {np.round(r['action_abs_mean'], 3).tolist()}", flush=True)
     cvpo.write_json(out, record)
     print(f"wrote {out}")
 
