@@ -155,18 +155,25 @@ def mean_vs_sample(*flags):
                           capture_output=True, text=True)
 
 
-def test_mean_vs_sample_mean_mode_is_the_scripts_evaluation(tmp_path):
+def save_ball_checkpoint(path, actor, seed):
+    """A cvpo.py checkpoint of SafetyBallCircle-v0 holding this actor and fresh critics."""
     from dataclasses import asdict
 
     import cvpo
     import torch
-    ckpt, out, eval_out = tmp_path / "model.pt", tmp_path / "mvs.json", tmp_path / "eval.json"
-    torch.manual_seed(0)
-    actor, critics = cvpo.Actor(8, 2), [cvpo.QNetwork(8, 2) for _ in range(3)]
-    args = cvpo.Args(env_id="SafetyBallCircle-v0", seed=3, eps=0.05)
+    critics = [cvpo.QNetwork(8, 2) for _ in range(3)]
+    args = cvpo.Args(env_id="SafetyBallCircle-v0", seed=seed, eps=0.05)
     torch.save(dict(algo="cvpo", env_id=args.env_id, args=asdict(args), obs_dim=8, act_dim=2, global_step=0,
                     actor=actor.state_dict(), qr1=critics[0].state_dict(), qr2=critics[1].state_dict(),
-                    qc=critics[2].state_dict()), ckpt)
+                    qc=critics[2].state_dict()), path)
+
+
+def test_mean_vs_sample_mean_mode_is_the_scripts_evaluation(tmp_path):
+    import cvpo
+    import torch
+    ckpt, out, eval_out = tmp_path / "model.pt", tmp_path / "mvs.json", tmp_path / "eval.json"
+    torch.manual_seed(0)
+    save_ball_checkpoint(ckpt, cvpo.Actor(8, 2), seed=3)
     proc = mean_vs_sample("--checkpoint", str(ckpt), "--episodes", "2", "--output", str(out))
     assert proc.returncode == 0, proc.stderr
     subprocess.run([sys.executable, os.path.join(ROOT, "cvpo.py"), "--eval-checkpoint", str(ckpt), "--eval-output",
@@ -182,19 +189,14 @@ def test_mean_vs_sample_mean_mode_is_the_scripts_evaluation(tmp_path):
 
 
 def test_mean_vs_sample_records_executed_actions_clipped_to_the_box(tmp_path):
-    from dataclasses import asdict
-
     import cvpo
     import torch
     ckpt, out = tmp_path / "model.pt", tmp_path / "mvs.json"
-    actor, critics = cvpo.Actor(8, 2), [cvpo.QNetwork(8, 2) for _ in range(3)]
+    actor = cvpo.Actor(8, 2)
     with torch.no_grad():  # a constant policy: mean (0.9, -0.9) in every state, std 0.74
         actor.body[-1].weight.zero_()
         actor.body[-1].bias.copy_(torch.tensor([math.atanh(0.9), math.atanh(-0.9), 0.0, 0.0]))
-    args = cvpo.Args(env_id="SafetyBallCircle-v0", seed=1, eps=0.05)
-    torch.save(dict(algo="cvpo", env_id=args.env_id, args=asdict(args), obs_dim=8, act_dim=2, global_step=0,
-                    actor=actor.state_dict(), qr1=critics[0].state_dict(), qr2=critics[1].state_dict(),
-                    qc=critics[2].state_dict()), ckpt)
+    save_ball_checkpoint(ckpt, actor, seed=1)
     proc = mean_vs_sample("--checkpoint", str(ckpt), "--episodes", "2", "--output", str(out))
     assert proc.returncode == 0, proc.stderr
     record = json.loads(out.read_text())
