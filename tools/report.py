@@ -105,7 +105,8 @@ def seed_dirs(results_dir, env_id, method):
 
 
 def seed_values(run_dir):
-    """(reward, cost) per setting and their average over the settings, from one run's eval.json; None if one is absent."""
+    """(reward, cost) per setting and their average over the settings, from one run's eval.json; None if a setting
+    is missing."""
     results = json.load(open(os.path.join(run_dir, "eval.json")))["results"]
     if any(s not in results for s in SETTINGS):
         return None
@@ -149,6 +150,7 @@ def markdown(stats):
 
 
 def progress(run_dir):
+    """(cumulative cost, max return so far) per epoch of a run listed by seed_dirs; None without progress.csv."""
     path = os.path.join(run_dir, "progress.csv")
     if not os.path.exists(path):
         return None
