@@ -27,11 +27,11 @@ def test_m_step_respects_kl_bounds_and_raises_likelihood(env_id):
         eta, _ = cvpo.solve_dual(score.numpy(), np.zeros((n, k)), args.estep_kl, 1e9, np.array([1.0, 0.0]))
         weights = torch.softmax(score / eta, dim=1)
     m1, var = cvpo.particle_moments(particles, weights)
-    before = cvpo.m_step_terms(actor, obs, old_mean, old_std, m1, var)[0].item()
+    before = cvpo.m_step_terms(actor, obs, old_mean, old_std, (m1, var), (m1, var))[0].item()
     duals = [1.0, 1.0]
     for _ in range(50):  # repeated updates on the same batch: the multipliers settle
         cvpo.m_step(actor, target_actor, actor_opt, obs, particles, weights, duals, args)
-    log_lik, kl_mean, kl_std = cvpo.m_step_terms(actor, obs, old_mean, old_std, m1, var)
+    log_lik, kl_mean, kl_std = cvpo.m_step_terms(actor, obs, old_mean, old_std, (m1, var), (m1, var))
     assert log_lik.item() > before
     assert kl_mean.item() <= 1.5 * args.mstep_kl
     assert kl_std.item() <= 1.5 * args.mstep_kl_std
