@@ -100,7 +100,7 @@ class Args:
     eps: Optional[float] = None
     """attack budget in raw observation units (preset per env)"""
     eval_every: int = 0
-    """evaluate under the attackers and save model.pt every N epochs (0: only after training)"""
+    """evaluate under the attackers, save model.pt and add rows to evals.csv every N epochs (0: only at the end)"""
     eval_episodes: int = 10
     """evaluation episodes per attacker"""
     eval_attackers: tuple[str, ...] = ("none", "mc", "mr", "mad", "uniform")
@@ -470,7 +470,7 @@ def train(args):
                                                                             vars(args).items()))
     shape = (steps, args.num_envs)
     rollout = Rollout(steps, args.num_envs, obs_dim, act_dim)
-    progress_rows = []
+    progress_rows, eval_rows = [], []
     ep_ret, ep_cost = np.zeros(args.num_envs), np.zeros(args.num_envs)
     cumulative_cost, global_step, epoch = 0.0, 0, 0
     start_time = time.time()
@@ -567,8 +567,13 @@ def train(args):
             for attacker, r in results.items():
                 writer.add_scalar(f"eval/{attacker}/return", r["return_mean"], global_step)
                 writer.add_scalar(f"eval/{attacker}/cost", r["cost_mean"], global_step)
+                eval_rows.append(dict(epoch=epoch, global_step=global_step,
+                                      wall_time=progress_rows[-1]["wall_time"], attacker=attacker,
+                                      return_mean=r["return_mean"], cost_mean=r["cost_mean"],
+                                      episodes=r["episodes"]))
                 print(f"eval {attacker:8s} return {r['return_mean']:8.2f} +- {r['return_std']:.2f}  "
                       f"cost {r['cost_mean']:6.2f} +- {r['cost_std']:.2f}", flush=True)
+            write_csv(os.path.join(run_dir, "evals.csv"), eval_rows)
             if last:
                 write_json(os.path.join(run_dir, "eval.json"), eval_record(args, results, global_step))
     envs.close()

@@ -128,7 +128,7 @@ class Args:
     eps: Optional[float] = None
     """attack budget in raw observation units (preset per env)"""
     eval_every: int = 0
-    """evaluate under the attackers and save model.pt every N epochs (0: only after training)"""
+    """evaluate under the attackers, save model.pt and add rows to evals.csv every N epochs (0: only at the end)"""
     eval_episodes: int = 10
     """evaluation episodes per attacker"""
     eval_attackers: tuple[str, ...] = ("none", "mc", "mr", "mad", "uniform")
@@ -566,7 +566,7 @@ def train(args):
     writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in
                                                                             vars(args).items()))
-    progress_rows = []
+    progress_rows, eval_rows = [], []
     dual_x = np.array([1.0, 1.0])  # E-step (eta, lam), warm start
     m_duals = [1.0, 1.0, 1.0]  # robust M-step multipliers (beta_mean, beta_std, beta_adv)
     eps_t = 0.0
@@ -656,8 +656,13 @@ def train(args):
                 for attacker, r in results.items():
                     writer.add_scalar(f"eval/{attacker}/return", r["return_mean"], global_step)
                     writer.add_scalar(f"eval/{attacker}/cost", r["cost_mean"], global_step)
+                    eval_rows.append(dict(epoch=epoch, global_step=global_step,
+                                          wall_time=progress_rows[-1]["wall_time"], attacker=attacker,
+                                          return_mean=r["return_mean"], cost_mean=r["cost_mean"],
+                                          episodes=r["episodes"]))
                     print(f"eval {attacker:8s} return {r['return_mean']:8.2f} +- {r['return_std']:.2f}  "
                           f"cost {r['cost_mean']:6.2f} +- {r['cost_std']:.2f}", flush=True)
+                write_csv(os.path.join(run_dir, "evals.csv"), eval_rows)
                 if last:
                     write_json(os.path.join(run_dir, "eval.json"), eval_record(args, results, global_step))
             epoch_time = time.time()  # evaluation time is not training time

@@ -3,8 +3,11 @@ buffer, or how often it copies its old policy.
 
 bullet-safety-gym redirects the C-level stdout while it builds an env, which fails under pytest's capture, so
 in-process training runs are not possible; the child saves what its buffer received to an .npz file.
+Also the check every script's evals.csv must pass.
 """
 
+import csv
+import json
 import os
 import subprocess
 import sys
@@ -63,3 +66,17 @@ def count_old_policy_copies(module, flags):
     training loads no other actor)."""
     proc = run_child(COUNT_COPIES, module, *flags)
     return int(proc.stdout.rsplit("old policy copies ", 1)[1])
+
+
+def assert_evals_csv_ends_with_eval_json(run_dir):
+    """evals.csv holds a row per attacker and evaluation; its last evaluation's rows are eval.json's means."""
+    with open(os.path.join(run_dir, "evals.csv")) as f:
+        rows = list(csv.DictReader(f))
+    record = json.loads(open(os.path.join(run_dir, "eval.json")).read())
+    last = [r for r in rows if int(r["global_step"]) == record["global_step"]]
+    assert [r["attacker"] for r in last] == list(record["results"])
+    for row in last:
+        result = record["results"][row["attacker"]]
+        assert float(row["return_mean"]) == result["return_mean"] and float(row["cost_mean"]) == result["cost_mean"]
+        assert int(row["episodes"]) == result["episodes"]
+    return rows

@@ -9,6 +9,8 @@ import sys
 import pytest
 import torch
 
+from recording import assert_evals_csv_ends_with_eval_json
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--env-id", "SafetyBallCircle-v0", "--total-timesteps", "600", "--learning-starts", "200",
         "--steps-per-epoch", "200", "--batch-size", "32", "--num-particles", "8", "--updates-per-step", "0.05",
@@ -24,7 +26,7 @@ def run_script(*args, script="cvpo.py"):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "run"
-    proc = run_script(*TINY, "--run-dir", str(run_dir))
+    proc = run_script(*TINY, "--eval-every", "2", "--run-dir", str(run_dir))
     assert proc.returncode == 0, proc.stderr
     return run_dir
 
@@ -42,6 +44,8 @@ def test_run_writes_outputs(tiny_run):
     for attacker, r in record["results"].items():
         assert r["episodes"] == 2 and len(r["returns"]) == 2 and len(r["costs"]) == 2
         assert r["eps"] == (0.0 if attacker == "none" else 0.05)
+    rows = assert_evals_csv_ends_with_eval_json(tiny_run)
+    assert [(r["epoch"], r["attacker"]) for r in rows] == [(e, a) for e in ("2", "3") for a in record["results"]]
     assert not glob.glob(str(tiny_run / "*.tmp*"))
 
 
@@ -62,6 +66,7 @@ def test_eval_checkpoint_reproduces_eval_json(tiny_run, tmp_path):
 
 
 def test_same_seed_same_eval_json(tiny_run, tmp_path):
+    # tiny_run also evaluated after epoch 2: an evaluation must leave the training run as it was
     proc = run_script(*TINY, "--run-dir", str(tmp_path / "again"))
     assert proc.returncode == 0, proc.stderr
     first = json.loads((tiny_run / "eval.json").read_text())
