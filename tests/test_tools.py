@@ -13,6 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import report  # noqa: E402
+import time_to_target  # noqa: E402
 
 ENV = "SafetyCarCircle-v0"
 
@@ -216,3 +217,26 @@ def test_mean_vs_sample_rejects_bad_input(tmp_path):
                            ((str(tmp_path / "other.pt"), "--episodes", "0"), "--episodes must be a positive")):
         proc = mean_vs_sample("--checkpoint", *flags)
         assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_time_to_target_finds_the_first_evaluation_meeting_reward_and_cost(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    rows = ["epoch,global_step,wall_time,attacker,return_mean,cost_mean,episodes"]
+    # (return, cost) of the natural evaluation per epoch: 2 is too costly, 3 too slow, 4 and 6 meet the target
+    for epoch, (ret, cost) in enumerate([(100, 0), (300, 9), (240, 1), (260, 5), (400, 20), (251, 0)], 1):
+        rows += [f"{epoch},{epoch * 3000},{epoch * 60.0},none,{ret},{cost},20",
+                 f"{epoch},{epoch * 3000},{epoch * 60.0},mc,{ret},{cost + 50},20"]
+    (run_dir / "evals.csv").write_text("\n".join(rows) + "\n")
+    args = time_to_target.Args(run_dirs=(str(run_dir),))
+    text = time_to_target.report_run(str(run_dir), args)
+    assert "first 260.0 / 5.00 at 12,000 steps, 4.0 min; 2 of 6 evaluations meet it" in text
+    assert "last 251.0 / 0.00 at 18,000 steps, 6.0 min" in text
+    assert "training episodes" not in text  # no progress.csv
+    mc = time_to_target.report_run(str(run_dir), time_to_target.Args(run_dirs=(str(run_dir),), attacker="mc"))
+    assert "first never; 0 of 6 evaluations" in mc
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "time_to_target.py"), "--run-dirs",
+                           str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"time_to_target.py: error: {str(tmp_path)!r} has no evals.csv (a run of an " \
+                                  f"older version, or not a run directory)"
