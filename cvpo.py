@@ -99,9 +99,6 @@ class Args:
     mstep_dual_max: float = 0.1
     """cap of each M-step multiplier times its bound (beta <= max / bound): Adam steps have a floor that beta cannot
     push the KL below, and an unbounded beta then grows without end and freezes the policy"""
-    fit_executed_mean: bool = False
-    """M-step: fit the mean to the particles clamped to the action box (the actions the env executes) and the std
-    to the unclamped ones, so the deterministic policy acts as the stochastic one does on average"""
     max_grad_norm: float = 1.0
     """gradient-norm clip of the actor"""
     cost_limit: float = 5.0
@@ -111,7 +108,8 @@ class Args:
     eps: Optional[float] = None
     """attack budget in raw observation units (preset per env)"""
     eval_every: int = 0
-    """evaluate under the attackers, save model.pt and add rows to evals.csv every N epochs (0: only at the end)"""
+    """evaluate under the attackers, save model.pt and add rows to evals.csv every N epochs (0: only at the end);
+    model_best.pt keeps the best natural evaluation (a feasible one first, then the highest return)"""
     eval_episodes: int = 10
     """evaluation episodes per attacker"""
     eval_attackers: tuple[str, ...] = ("none", "mc", "mr", "mad", "uniform")
@@ -318,12 +316,11 @@ def weighted_log_lik(mean, std, m1, var):
     return (-0.5 * (var + (m1 - mean) ** 2) / std**2 - std.log() - 0.5 * np.log(2 * np.pi)).sum(-1).mean()
 
 
-def m_step_terms(actor, obs, old_mean, old_std, moments, mean_moments):
-    """Decoupled M-step terms: weighted log-likelihood with mean and std fitted separately, and the KL parts;
-    the mean is fitted to mean_moments, the std to moments (the same unless --fit-executed-mean)."""
+def m_step_terms(actor, obs, old_mean, old_std, m1, var):
+    """Decoupled M-step terms: weighted log-likelihood with mean and std fitted separately, and the KL parts."""
     mean, std = actor(obs)
     # mean moves with the old std, std with the old mean: each KL part then constrains only its own statistic
-    log_lik = weighted_log_lik(mean, old_std, *mean_moments) + weighted_log_lik(old_mean, std, *moments)
+    log_lik = weighted_log_lik(mean, old_std, m1, var) + weighted_log_lik(old_mean, std, m1, var)
     kl_mean = gaussian_kl(old_mean, old_std, mean, old_std).mean()
     kl_std = gaussian_kl(old_mean, old_std, old_mean, std).mean()
     return log_lik, kl_mean, kl_std
@@ -339,10 +336,9 @@ def m_step(actor, target_actor, actor_opt, obs, particles, weights, duals, args)
     """M-step (7) by gradient descent-ascent on its Lagrangian; duals = [beta_mean, beta_std] updated in place."""
     with torch.no_grad():
         old_mean, old_std = target_actor(obs)
-        moments = particle_moments(particles, weights)
-        mean_moments = particle_moments(particles.clamp(-1, 1), weights) if args.fit_executed_mean else moments
+        m1, var = particle_moments(particles, weights)
     for _ in range(args.mstep_iters):
-        log_lik, kl_mean, kl_std = m_step_terms(actor, obs, old_mean, old_std, moments, mean_moments)
+        log_lik, kl_mean, kl_std = m_step_terms(actor, obs, old_mean, old_std, m1, var)
         duals[0] = dual_step(duals[0], args.mstep_kl, kl_mean.item(), args)
         duals[1] = dual_step(duals[1], args.mstep_kl_std, kl_std.item(), args)
         loss = -(log_lik + duals[0] * (args.mstep_kl - kl_mean) + duals[1] * (args.mstep_kl_std - kl_std))
@@ -421,6 +417,16 @@ def save_checkpoint(path, actor, qr1, qr2, qc, args, obs_dim, act_dim, global_st
                       global_step=global_step, actor=actor.state_dict(), qr1=qr1.state_dict(),
                       qr2=qr2.state_dict(), qc=qc.state_dict())
     write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
+
+
+def better_than_best(natural, best, cost_limit):
+    """FSRL's rule for the best checkpoint: a feasible policy (cost <= limit) beats an infeasible one, and between
+    two feasible or two infeasible ones the higher return wins. natural and best are (return, cost) or None."""
+    if best is None:
+        return True
+    if best[1] > cost_limit:
+        return natural[1] <= cost_limit or natural[0] > best[0]
+    return natural[1] <= cost_limit and natural[0] > best[0]
 
 
 def eval_record(args, results, global_step):
@@ -509,7 +515,7 @@ def train(args):
     writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in
                                                                             vars(args).items()))
-    progress_rows, eval_rows = [], []
+    progress_rows, eval_rows, best = [], [], None
     dual_x = np.array([1.0, 1.0])  # E-step (eta, lam), warm start
     m_duals = [1.0, 1.0]  # M-step multipliers (beta_mean, beta_std)
     ep_ret, ep_cost = np.zeros(args.num_envs), np.zeros(args.num_envs)
@@ -602,6 +608,12 @@ def train(args):
                     print(f"eval {attacker:8s} return {r['return_mean']:8.2f} +- {r['return_std']:.2f}  "
                           f"cost {r['cost_mean']:6.2f} +- {r['cost_std']:.2f}", flush=True)
                 write_csv(os.path.join(run_dir, "evals.csv"), eval_rows)
+                natural = results.get("none")
+                if natural and better_than_best((natural["return_mean"], natural["cost_mean"]), best, args.cost_limit):
+                    best = (natural["return_mean"], natural["cost_mean"])
+                    save_checkpoint(os.path.join(run_dir, "model_best.pt"), actor, qr1, qr2, qc, args, obs_dim,
+                                    act_dim, global_step)
+                    print(f"model_best.pt: return {best[0]:.2f} cost {best[1]:.2f} at step {global_step}", flush=True)
                 if last:
                     write_json(os.path.join(run_dir, "eval.json"), eval_record(args, results, global_step))
             epoch_time = time.time()  # evaluation time is not training time
