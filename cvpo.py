@@ -122,6 +122,9 @@ class Args:
     """evaluate this model.pt under the attackers, without training (episodes seeded by its training seed)"""
     eval_output: Optional[str] = None
     """where --eval-checkpoint writes its JSON (default: eval_checkpoint.json beside the checkpoint)"""
+    eval_seed: Optional[int] = None
+    """seed of the evaluation episodes' initial states (default: --seed, or the checkpoint's training seed with
+    --eval-checkpoint, which repeats the run's own evaluation); another value draws fresh episodes"""
 
 
 def fail(message):
@@ -143,6 +146,9 @@ def resolve_args(args):
                  "mstep_iters", "eval_episodes", "attack_steps", "threads"):
         if getattr(args, name) <= 0:
             fail(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    for name in ("seed", "eval_seed"):
+        if getattr(args, name) is not None and getattr(args, name) < 0:
+            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     for name in ("learning_starts", "eval_every", "updates_per_step", "cost_limit", "iteration_steps"):
         if getattr(args, name) < 0:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
@@ -355,14 +361,15 @@ def evaluate(actor, qr1, qr2, qc, args):
     qr_fn = lambda s, a: torch.min(qr1(s, a), qr2(s, a))  # noqa: E731
     n_envs = min(args.eval_episodes, 20)
     envs = gym.vector.SyncVectorEnv([make_env(args.env_id) for _ in range(n_envs)])
+    eval_seed = args.seed if args.eval_seed is None else args.eval_seed
     results, training_rng_state = {}, np.random.get_state()
     for attacker in args.eval_attackers:
-        generator = torch.Generator().manual_seed(args.seed)
+        generator = torch.Generator().manual_seed(eval_seed)
         returns, costs = [], []
         for first in range(0, args.eval_episodes, n_envs):
             # bullet-safety-gym ignores reset(seed=...) and draws initial states from the global numpy RNG
-            np.random.seed(10_000 + args.seed * 1000 + first)
-            obs, _ = envs.reset(seed=[10_000 + args.seed * 1000 + first + i for i in range(n_envs)])
+            np.random.seed(10_000 + eval_seed * 1000 + first)
+            obs, _ = envs.reset(seed=[10_000 + eval_seed * 1000 + first + i for i in range(n_envs)])
             ep_ret, ep_cost = np.zeros(n_envs), np.zeros(n_envs)
             done = np.zeros(n_envs, bool)
             while not done.all():
@@ -430,8 +437,8 @@ def better_than_best(natural, best, cost_limit):
 
 
 def eval_record(args, results, global_step):
-    return dict(algo=ALGO, env_id=args.env_id, seed=args.seed, global_step=global_step, eps=args.eps,
-                attack_steps=args.attack_steps, results=results)
+    return dict(algo=ALGO, env_id=args.env_id, seed=args.seed, eval_seed=args.eval_seed, global_step=global_step,
+                eps=args.eps, attack_steps=args.attack_steps, results=results)
 
 
 def load_checkpoint(args):

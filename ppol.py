@@ -100,7 +100,8 @@ class Args:
     eps: Optional[float] = None
     """attack budget in raw observation units (preset per env)"""
     eval_every: int = 0
-    """evaluate under the attackers, save model.pt and add rows to evals.csv every N epochs (0: only at the end)"""
+    """evaluate under the attackers, save model.pt and add rows to evals.csv every N epochs (0: only at the end);
+    model_best.pt keeps the best natural evaluation (a feasible one first, then the highest return)"""
     eval_episodes: int = 10
     """evaluation episodes per attacker"""
     eval_attackers: tuple[str, ...] = ("none", "mc", "mr", "mad", "uniform")
@@ -113,6 +114,9 @@ class Args:
     """evaluate this model.pt under the attackers, without training (episodes seeded by its training seed)"""
     eval_output: Optional[str] = None
     """where --eval-checkpoint writes its JSON (default: eval_checkpoint.json beside the checkpoint)"""
+    eval_seed: Optional[int] = None
+    """seed of the evaluation episodes' initial states (default: --seed, or the checkpoint's training seed with
+    --eval-checkpoint, which repeats the run's own evaluation); another value draws fresh episodes"""
 
 
 def fail(message):
@@ -134,6 +138,9 @@ def resolve_args(args):
                  "q_batch_size", "q_buffer_size", "eval_episodes", "attack_steps", "threads"):
         if getattr(args, name) <= 0:
             fail(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    for name in ("seed", "eval_seed"):
+        if getattr(args, name) is not None and getattr(args, name) < 0:
+            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     for name in ("eval_every", "q_steps", "cost_limit", "kp", "ki", "kd"):
         if getattr(args, name) < 0:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
@@ -314,14 +321,15 @@ def evaluate(actor, qr, qc, args):
     """Deterministic policy under each attacker, batched across envs; one episode per env, <= 20 envs at once."""
     n_envs = min(args.eval_episodes, 20)
     envs = gym.vector.SyncVectorEnv([make_env(args.env_id) for _ in range(n_envs)])
+    eval_seed = args.seed if args.eval_seed is None else args.eval_seed
     results, training_rng_state = {}, np.random.get_state()
     for attacker in args.eval_attackers:
-        generator = torch.Generator().manual_seed(args.seed)
+        generator = torch.Generator().manual_seed(eval_seed)
         returns, costs = [], []
         for first in range(0, args.eval_episodes, n_envs):
             # bullet-safety-gym ignores reset(seed=...) and draws initial states from the global numpy RNG
-            np.random.seed(10_000 + args.seed * 1000 + first)
-            obs, _ = envs.reset(seed=[10_000 + args.seed * 1000 + first + i for i in range(n_envs)])
+            np.random.seed(10_000 + eval_seed * 1000 + first)
+            obs, _ = envs.reset(seed=[10_000 + eval_seed * 1000 + first + i for i in range(n_envs)])
             ep_ret, ep_cost = np.zeros(n_envs), np.zeros(n_envs)
             done = np.zeros(n_envs, bool)
             while not done.all():
@@ -380,9 +388,19 @@ def save_checkpoint(path, networks, args, obs_dim, act_dim, global_step):
     write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
 
 
+def better_than_best(natural, best, cost_limit):
+    """FSRL's rule for the best checkpoint: a feasible policy (cost <= limit) beats an infeasible one, and between
+    two feasible or two infeasible ones the higher return wins. natural and best are (return, cost) or None."""
+    if best is None:
+        return True
+    if best[1] > cost_limit:
+        return natural[1] <= cost_limit or natural[0] > best[0]
+    return natural[1] <= cost_limit and natural[0] > best[0]
+
+
 def eval_record(args, results, global_step):
-    return dict(algo=ALGO, env_id=args.env_id, seed=args.seed, global_step=global_step, eps=args.eps,
-                attack_steps=args.attack_steps, results=results)
+    return dict(algo=ALGO, env_id=args.env_id, seed=args.seed, eval_seed=args.eval_seed, global_step=global_step,
+                eps=args.eps, attack_steps=args.attack_steps, results=results)
 
 
 def build_networks(obs_dim, act_dim):
@@ -470,7 +488,7 @@ def train(args):
                                                                             vars(args).items()))
     shape = (steps, args.num_envs)
     rollout = Rollout(steps, args.num_envs, obs_dim, act_dim)
-    progress_rows, eval_rows = [], []
+    progress_rows, eval_rows, best = [], [], None
     ep_ret, ep_cost = np.zeros(args.num_envs), np.zeros(args.num_envs)
     cumulative_cost, global_step, epoch = 0.0, 0, 0
     start_time = time.time()
@@ -574,6 +592,11 @@ def train(args):
                 print(f"eval {attacker:8s} return {r['return_mean']:8.2f} +- {r['return_std']:.2f}  "
                       f"cost {r['cost_mean']:6.2f} +- {r['cost_std']:.2f}", flush=True)
             write_csv(os.path.join(run_dir, "evals.csv"), eval_rows)
+            natural = results.get("none")
+            if natural and better_than_best((natural["return_mean"], natural["cost_mean"]), best, args.cost_limit):
+                best = (natural["return_mean"], natural["cost_mean"])
+                save_checkpoint(os.path.join(run_dir, "model_best.pt"), networks, args, obs_dim, act_dim, global_step)
+                print(f"model_best.pt: return {best[0]:.2f} cost {best[1]:.2f} at step {global_step}", flush=True)
             if last:
                 write_json(os.path.join(run_dir, "eval.json"), eval_record(args, results, global_step))
     envs.close()

@@ -3,7 +3,7 @@ buffer, or how often it copies its old policy.
 
 bullet-safety-gym redirects the C-level stdout while it builds an env, which fails under pytest's capture, so
 in-process training runs are not possible; the child saves what its buffer received to an .npz file.
-Also the check every script's evals.csv must pass.
+Also the check of the evaluation files every script writes.
 """
 
 import csv
@@ -68,8 +68,9 @@ def count_old_policy_copies(module, flags):
     return int(proc.stdout.rsplit("old policy copies ", 1)[1])
 
 
-def assert_evals_csv_ends_with_eval_json(run_dir):
-    """evals.csv holds a row per attacker and evaluation; its last evaluation's rows are eval.json's means."""
+def assert_eval_outputs(run_dir):
+    """evals.csv holds a row per attacker and evaluation; its last evaluation's rows are eval.json's means; the
+    natural evaluation made model_best.pt."""
     with open(os.path.join(run_dir, "evals.csv")) as f:
         rows = list(csv.DictReader(f))
     record = json.loads(open(os.path.join(run_dir, "eval.json")).read())
@@ -79,4 +80,5 @@ def assert_evals_csv_ends_with_eval_json(run_dir):
         result = record["results"][row["attacker"]]
         assert float(row["return_mean"]) == result["return_mean"] and float(row["cost_mean"]) == result["cost_mean"]
         assert int(row["episodes"]) == result["episodes"]
+    assert os.path.isfile(os.path.join(run_dir, "model_best.pt"))
     return rows

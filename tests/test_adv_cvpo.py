@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import adv_cvpo
-from recording import assert_evals_csv_ends_with_eval_json, recorded_run
+from recording import assert_eval_outputs, recorded_run
 
 TINY = ["--env-id", "SafetyBallCircle-v0", "--total-timesteps", "800", "--learning-starts", "200",
         "--steps-per-epoch", "200", "--batch-size", "32", "--num-particles", "8", "--updates-per-step", "0.05",
@@ -18,7 +18,7 @@ def assert_outputs(run_dir):
     record = json.loads((run_dir / "eval.json").read_text())
     assert set(record["results"]) == {"none", "mc", "mr", "mad", "uniform"}
     assert (run_dir / "model.pt").exists() and (run_dir / "progress.csv").exists()
-    assert_evals_csv_ends_with_eval_json(run_dir)
+    assert_eval_outputs(run_dir)
 
 
 def test_adv_cvpo_stores_attacked_observations(tmp_path):

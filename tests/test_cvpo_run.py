@@ -9,7 +9,8 @@ import sys
 import pytest
 import torch
 
-from recording import assert_evals_csv_ends_with_eval_json
+import cvpo
+from recording import assert_eval_outputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--env-id", "SafetyBallCircle-v0", "--total-timesteps", "600", "--learning-starts", "200",
@@ -44,9 +45,32 @@ def test_run_writes_outputs(tiny_run):
     for attacker, r in record["results"].items():
         assert r["episodes"] == 2 and len(r["returns"]) == 2 and len(r["costs"]) == 2
         assert r["eps"] == (0.0 if attacker == "none" else 0.05)
-    rows = assert_evals_csv_ends_with_eval_json(tiny_run)
+    rows = assert_eval_outputs(tiny_run)
     assert [(r["epoch"], r["attacker"]) for r in rows] == [(e, a) for e in ("2", "3") for a in record["results"]]
     assert not glob.glob(str(tiny_run / "*.tmp*"))
+
+
+def test_model_best_is_the_best_natural_evaluation_by_fsrls_rule(tiny_run):
+    rows = [r for r in assert_eval_outputs(tiny_run) if r["attacker"] == "none"]
+    best = None
+    for row in rows:
+        natural = (float(row["return_mean"]), float(row["cost_mean"]))
+        if cvpo.better_than_best(natural, best, 5.0):
+            best, best_step = natural, int(row["global_step"])
+    assert torch.load(tiny_run / "model_best.pt", weights_only=True)["global_step"] == best_step
+
+
+@pytest.mark.parametrize("natural,best,better", [
+    ((-5.0, 50.0), None, True),  # the first evaluation is the best so far, feasible or not
+    ((200.0, 4.0), (300.0, 9.0), True),  # feasible beats infeasible, whatever the return
+    ((350.0, 9.0), (300.0, 9.0), True),  # both infeasible: the higher return
+    ((250.0, 10.0), (300.0, 9.0), False),
+    ((300.0, 9.0), (200.0, 4.0), False),  # infeasible never replaces a feasible best
+    ((250.0, 5.0), (200.0, 4.0), True),  # both feasible (cost <= limit): the higher return
+    ((150.0, 0.0), (200.0, 4.0), False),
+])
+def test_better_than_best_is_fsrls_rule(natural, best, better):
+    assert cvpo.better_than_best(natural, best, 5.0) is better
 
 
 def test_tensorboard_keys(tiny_run):
@@ -63,6 +87,20 @@ def test_eval_checkpoint_reproduces_eval_json(tiny_run, tmp_path):
     proc = run_script("--eval-checkpoint", str(tiny_run / "model.pt"), "--eval-output", str(out), *EVAL)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text())["results"] == json.loads((tiny_run / "eval.json").read_text())["results"]
+
+
+def test_eval_seed_draws_other_episodes_and_is_recorded(tiny_run, tmp_path):
+    out = tmp_path / "fresh.json"
+    proc = run_script("--eval-checkpoint", str(tiny_run / "model.pt"), "--eval-output", str(out), "--eval-seed", "7",
+                      "--eval-attackers", "none", *EVAL)
+    assert proc.returncode == 0, proc.stderr
+    fresh, own = json.loads(out.read_text()), json.loads((tiny_run / "eval.json").read_text())
+    assert fresh["eval_seed"] == 7 and own["eval_seed"] is None and fresh["seed"] == own["seed"] == 1
+    assert fresh["results"]["none"]["returns"] != own["results"]["none"]["returns"]
+    proc = run_script("--eval-checkpoint", str(tiny_run / "model.pt"), "--eval-output", str(out), "--eval-seed", "1",
+                      "--eval-attackers", "none", *EVAL)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["results"]["none"] == own["results"]["none"]
 
 
 def test_same_seed_same_eval_json(tiny_run, tmp_path):
@@ -86,6 +124,8 @@ def assert_clean_failure(proc, *needles):
 @pytest.mark.parametrize("flags,needle", [
     (["--env-id", "NoSuchEnv-v9"], "NoSuchEnv-v9"),
     (["--eps", "-0.1"], "-0.1"),
+    (["--seed", "-3"], "--seed"),
+    (["--eval-seed", "-2"], "--eval-seed"),
     (["--total-timesteps", "0"], "--total-timesteps"),
     (["--total-timesteps", "-5"], "-5"),
     (["--steps-per-epoch", "0"], "--steps-per-epoch"),

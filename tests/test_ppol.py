@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import ppol
-from recording import assert_evals_csv_ends_with_eval_json
+from recording import assert_eval_outputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,7 +77,7 @@ def test_smoke_run_writes_outputs(tmp_path):
     ckpt = torch.load(run_dir / "model.pt", weights_only=True)
     assert {"actor", "value_r", "value_c", "qr", "qc"} <= set(ckpt)
     assert len((run_dir / "progress.csv").read_text().splitlines()) == 3
-    assert_evals_csv_ends_with_eval_json(run_dir)
+    assert_eval_outputs(run_dir)
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "ppol.py"), "--eval-checkpoint",
                            str(run_dir / "model.pt"), "--eval-episodes", "2", "--attack-steps", "3"],
                           capture_output=True, text=True, timeout=600, cwd=ROOT)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import sa_ppol
-from recording import ROOT, assert_evals_csv_ends_with_eval_json, recorded_run
+from recording import ROOT, assert_eval_outputs, recorded_run
 
 TINY = ["--env-id", "SafetyBallCircle-v0", "--total-timesteps", "2000", "--steps-per-epoch", "500",
         "--num-envs", "5", "--q-steps", "5", "--eval-episodes", "2", "--attack-steps", "3",
@@ -32,7 +32,7 @@ def assert_outputs(run_dir):
     record = json.loads((run_dir / "eval.json").read_text())
     assert set(record["results"]) == {"none", "mc", "mr", "mad", "uniform"}
     assert (run_dir / "model.pt").exists() and len((run_dir / "progress.csv").read_text().splitlines()) == 5
-    assert_evals_csv_ends_with_eval_json(run_dir)
+    assert_eval_outputs(run_dir)
 
 
 @pytest.mark.parametrize("attacker", ["mad", "mc"])

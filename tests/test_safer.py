@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import safer
-from recording import assert_evals_csv_ends_with_eval_json, count_old_policy_copies, recorded_run
+from recording import assert_eval_outputs, count_old_policy_copies, recorded_run
 
 
 def fixed_batch(env_id="SafetyCarCircle-v0", seed=0, n=128):
@@ -134,7 +134,7 @@ def test_benign_data_only_and_outputs(tmp_path):
     record = json.loads((run_dir / "eval.json").read_text())
     assert set(record["results"]) == {"none", "mc", "mr", "mad", "uniform"}
     assert (run_dir / "model.pt").exists() and (run_dir / "progress.csv").exists()
-    assert_evals_csv_ends_with_eval_json(run_dir)
+    assert_eval_outputs(run_dir)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     tags = set(EventAccumulator(str(run_dir)).Reload().Tags()["scalars"])
     assert {"losses/kl_adv", "losses/beta_adv", "charts/eps_t", "charts/episodic_cost"} <= tags
