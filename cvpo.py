@@ -114,6 +114,9 @@ class Args:
     """evaluation episodes per attacker"""
     eval_attackers: tuple[str, ...] = ("none", "mc", "mr", "mad", "uniform")
     """attackers to evaluate under"""
+    eval_every_attackers: Optional[tuple[str, ...]] = None
+    """attackers of the evaluations before the last one (default: --eval-attackers), e.g. none alone for a cheap
+    learning curve in evals.csv; the last evaluation, eval.json's, uses --eval-attackers"""
     attack_steps: int = 200
     """gradient steps of the MC, MR and MAD attackers at evaluation"""
     attack_lr: float = 0.2
@@ -158,9 +161,10 @@ def resolve_args(args):
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if not (0 < args.gamma < 1 and 0 <= args.polyak < 1):
         fail(f"--gamma must be in (0, 1) and --polyak in [0, 1), got {args.gamma} and {args.polyak}")
-    for attacker in args.eval_attackers:
-        if attacker not in ATTACKERS:
-            fail(f"unknown attacker {attacker!r} in --eval-attackers; allowed: {', '.join(ATTACKERS)}")
+    for flag in ("eval_attackers", "eval_every_attackers"):
+        for attacker in getattr(args, flag) or ():
+            if attacker not in ATTACKERS:
+                fail(f"unknown attacker {attacker!r} in --{flag.replace('_', '-')}; allowed: {', '.join(ATTACKERS)}")
     return args
 
 
@@ -355,7 +359,7 @@ def m_step(actor, target_actor, actor_opt, obs, particles, weights, duals, args)
     return log_lik.item(), kl_mean.item(), kl_std.item()
 
 
-def evaluate(actor, qr1, qr2, qc, args):
+def evaluate(actor, qr1, qr2, qc, args, attackers=None):
     """Deterministic policy under each attacker, batched across envs; one episode per env, <= 20 envs at once."""
     policy = actor  # (mean, std); the deterministic action is the mean
     qr_fn = lambda s, a: torch.min(qr1(s, a), qr2(s, a))  # noqa: E731
@@ -363,7 +367,7 @@ def evaluate(actor, qr1, qr2, qc, args):
     envs = gym.vector.SyncVectorEnv([make_env(args.env_id) for _ in range(n_envs)])
     eval_seed = args.seed if args.eval_seed is None else args.eval_seed
     results, training_rng_state = {}, np.random.get_state()
-    for attacker in args.eval_attackers:
+    for attacker in attackers or args.eval_attackers:
         generator = torch.Generator().manual_seed(eval_seed)
         returns, costs = [], []
         for first in range(0, args.eval_episodes, n_envs):
@@ -604,7 +608,7 @@ def train(args):
             if last or (args.eval_every and epoch % args.eval_every == 0):
                 save_checkpoint(os.path.join(run_dir, "model.pt"), actor, qr1, qr2, qc, args, obs_dim, act_dim,
                                 global_step)
-                results = evaluate(actor, qr1, qr2, qc, args)
+                results = evaluate(actor, qr1, qr2, qc, args, None if last else args.eval_every_attackers)
                 for attacker, r in results.items():
                     writer.add_scalar(f"eval/{attacker}/return", r["return_mean"], global_step)
                     writer.add_scalar(f"eval/{attacker}/cost", r["cost_mean"], global_step)

@@ -112,6 +112,9 @@ class Args:
     """evaluation episodes per attacker"""
     eval_attackers: tuple[str, ...] = ("none", "mc", "mr", "mad", "uniform")
     """attackers to evaluate under"""
+    eval_every_attackers: Optional[tuple[str, ...]] = None
+    """attackers of the evaluations before the last one (default: --eval-attackers), e.g. none alone for a cheap
+    learning curve in evals.csv; the last evaluation, eval.json's, uses --eval-attackers"""
     attack_steps: int = 200
     """gradient steps of the MC, MR and MAD attackers at evaluation"""
     attack_lr: float = 0.2
@@ -158,9 +161,10 @@ def resolve_args(args):
     for name in ("gamma", "gae_lambda", "q_gamma"):
         if not 0 < getattr(args, name) <= 1:
             fail(f"--{name.replace('_', '-')} must be in (0, 1], got {getattr(args, name)}")
-    for attacker in args.eval_attackers:
-        if attacker not in ATTACKERS:
-            fail(f"unknown attacker {attacker!r} in --eval-attackers; allowed: {', '.join(ATTACKERS)}")
+    for flag in ("eval_attackers", "eval_every_attackers"):
+        for attacker in getattr(args, flag) or ():
+            if attacker not in ATTACKERS:
+                fail(f"unknown attacker {attacker!r} in --{flag.replace('_', '-')}; allowed: {', '.join(ATTACKERS)}")
     return args
 
 
@@ -332,13 +336,13 @@ def update_attack_critics(buffer, actor, qr, qc, targets, q_opt, args, rng):
     return loss.item()
 
 
-def evaluate(actor, qr, qc, args):
+def evaluate(actor, qr, qc, args, attackers=None):
     """Deterministic policy under each attacker, batched across envs; one episode per env, <= 20 envs at once."""
     n_envs = min(args.eval_episodes, 20)
     envs = gym.vector.SyncVectorEnv([make_env(args.env_id) for _ in range(n_envs)])
     eval_seed = args.seed if args.eval_seed is None else args.eval_seed
     results, training_rng_state = {}, np.random.get_state()
-    for attacker in args.eval_attackers:
+    for attacker in attackers or args.eval_attackers:
         generator = torch.Generator().manual_seed(eval_seed)
         returns, costs = [], []
         for first in range(0, args.eval_episodes, n_envs):
@@ -601,7 +605,7 @@ def train(args):
         last = global_step >= args.total_timesteps
         if last or (args.eval_every and epoch % args.eval_every == 0):
             save_checkpoint(os.path.join(run_dir, "model.pt"), networks, args, obs_dim, act_dim, global_step)
-            results = evaluate(actor, qr, qc, args)
+            results = evaluate(actor, qr, qc, args, None if last else args.eval_every_attackers)
             for attacker, r in results.items():
                 writer.add_scalar(f"eval/{attacker}/return", r["return_mean"], global_step)
                 writer.add_scalar(f"eval/{attacker}/cost", r["cost_mean"], global_step)
