@@ -27,7 +27,7 @@ def run_script(*args, script="cvpo.py"):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "run"
-    proc = run_script(*TINY, "--eval-every", "2", "--run-dir", str(run_dir))
+    proc = run_script(*TINY, "--eval-every", "2", "--eval-every-attackers", "none", "--run-dir", str(run_dir))
     assert proc.returncode == 0, proc.stderr
     return run_dir
 
@@ -46,7 +46,8 @@ def test_run_writes_outputs(tiny_run):
         assert r["episodes"] == 2 and len(r["returns"]) == 2 and len(r["costs"]) == 2
         assert r["eps"] == (0.0 if attacker == "none" else 0.05)
     rows = assert_eval_outputs(tiny_run)
-    assert [(r["epoch"], r["attacker"]) for r in rows] == [(e, a) for e in ("2", "3") for a in record["results"]]
+    # the evaluation after epoch 2 runs --eval-every-attackers (none), the last one every attacker
+    assert [(r["epoch"], r["attacker"]) for r in rows] == [("2", "none")] + [("3", a) for a in record["results"]]
     assert not glob.glob(str(tiny_run / "*.tmp*"))
 
 
@@ -131,6 +132,7 @@ def assert_clean_failure(proc, *needles):
     (["--steps-per-epoch", "0"], "--steps-per-epoch"),
     (["--attack-steps", "0"], "--attack-steps"),
     (["--eval-attackers", "none", "pgd"], "pgd"),
+    (["--eval-every-attackers", "fgsm"], "fgsm"),
 ])
 def test_bad_training_input(flags, needle, tmp_path):
     proc = run_script(*flags, "--output-dir", str(tmp_path / "runs"))
