@@ -73,7 +73,7 @@ def run_one(job):
     with open(log, "w") as f:
         f.write(" ".join(shlex.quote(c) for c in cmd) + "\n")
         f.flush()
-        code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
     status = f"done in {(time.time() - start) / 60:.1f} min" if code == 0 else f"FAILED (exit {code})"
     return job, status, log
 
