@@ -122,7 +122,7 @@ class Args:
     attack_lr: float = 0.2
     """attacker step size as a fraction of eps"""
     eval_checkpoint: Optional[str] = None
-    """evaluate this model.pt under the attackers, without training (episodes seeded by its training seed)"""
+    """evaluate this model.pt (or model_best.pt) under the attackers, without training (see --eval-seed)"""
     eval_output: Optional[str] = None
     """where --eval-checkpoint writes its JSON (default: eval_checkpoint.json beside the checkpoint)"""
     eval_seed: Optional[int] = None

@@ -6,7 +6,7 @@ Reads each run directory's evals.csv (written by every script; one row per evalu
 evaluations did, and the last one. Training episodes (progress.csv) are reported the same way beside it, since
 a stochastic policy can meet a cost limit that its mean action breaks.
 
-    python tools/time_to_target.py --run-dirs results/SafetyCarCircle-v0/cvpo_curve/seed1 [--reward 250 --cost 5]
+    python tools/time_to_target.py --run-dirs results/SafetyCarCircle-v0/cvpo/seed1 [--reward 250 --cost 5]
 """
 
 import csv
