@@ -13,8 +13,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one BLAS thread per proces
 import csv
 import json
 import random
+import signal
+import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
 import bullet_safety_gym  # noqa: F401  (registers the Safety* envs)
@@ -55,6 +57,9 @@ class Args:
     """parent folder of the run directory {env_id}__{algo}__{seed}__{unix_time}"""
     run_dir: Optional[str] = None
     """exact run directory to write into instead of one under --output-dir (must not hold a run already)"""
+    resume: Optional[str] = None
+    """continue the run in this directory from its last epoch end, with its stored arguments (only
+    --total-timesteps may change: raise it to extend a finished run)"""
     threads: int = 1
     """torch threads; 1 is fastest when each core runs its own process"""
     total_timesteps: int = 150_000
@@ -169,6 +174,8 @@ def resolve_args(args):
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if not (0 < args.gamma < 1 and 0 <= args.polyak < 1):
         fail(f"--gamma must be in (0, 1) and --polyak in [0, 1), got {args.gamma} and {args.polyak}")
+    if not args.eps <= 1:
+        fail(f"--eps must be in [0, 1] (observations are scaled to about unit range), got {args.eps}")
     for flag in ("eval_attackers", "eval_every_attackers"):
         for attacker in getattr(args, flag) or ():
             if attacker not in ATTACKERS:
@@ -176,8 +183,22 @@ def resolve_args(args):
     return args
 
 
+class EpisodeEndRecorder(gym.Wrapper):
+    """Keeps what a fresh env needs to repeat this env's last reset exactly (--resume): the global numpy RNG state
+    before it (bullet-safety-gym draws initial states from it) and the last action (a car's motors keep their last
+    command through a reset)."""
+
+    def step(self, action):
+        self.last_action = np.array(action, np.float64)
+        return self.env.step(action)
+
+    def reset(self, **kwargs):
+        self.rng_before_reset = np.random.get_state()
+        return self.env.reset(**kwargs)
+
+
 def make_env(env_id):
-    return lambda: gym.make(env_id)
+    return lambda: EpisodeEndRecorder(gym.make(env_id))
 
 
 def step_costs(infos, num_envs):
@@ -240,6 +261,17 @@ class ReplayBuffer:
         self.ptr = (self.ptr + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
+    FIELDS = ("obs", "next_obs", "act", "rew", "cost", "terminated")
+
+    def state_dict(self):
+        return dict(ptr=self.ptr, size=self.size, **{f: torch.from_numpy(getattr(self, f)[:self.size].copy())
+                                                     for f in self.FIELDS})
+
+    def load_state_dict(self, state):
+        self.ptr, self.size = state["ptr"], state["size"]
+        for f in self.FIELDS:
+            getattr(self, f)[:self.size] = state[f].numpy()
+
     def sample(self, n, rng):
         idx = rng.integers(0, self.size, n)
         return [torch.as_tensor(a[idx]) for a in (self.obs, self.act, self.rew, self.cost, self.next_obs,
@@ -291,16 +323,51 @@ def dual_function(x, qr, qc, estep_kl, qc_threshold):
     return g, np.array([d_eta, d_lam])
 
 
-ETA_BOUNDS = (1e-6, 1e6)
+ETA_BOUNDS = (1e-6, 1e6)  # of the temperature over the Q tables' spread
 
+def dual_log_eta(y, qr, qc, estep_kl, qc_threshold):
+    """Dual (6) and its gradient in (log eta, lam)."""
+    eta = np.exp(y[0])
+    g, (d_eta, d_lam) = dual_function((eta, y[1]), qr, qc, estep_kl, qc_threshold)
+    return g, np.array([d_eta * eta, d_lam])
 
-def solve_dual(qr, qc, estep_kl, qc_threshold, x0, lam_max=20.0):
-    """Minimise the convex dual (6) over eta > 0, 0 <= lam <= lam_max with L-BFGS-B, warm-started at x0."""
+def dual_residuals(x, qr, qc, estep_kl, qc_threshold, lam_max):
+    """How far (eta, lam) is from the optimum of (6), each part relative to its scale: |KL(q || uniform) - delta|
+    / delta (the derivative in eta, zero unless eta sits on a bound it pushes against), and the projected derivative
+    in lam, the cost condition E_q[Qc] = threshold (<= at lam = 0), in units of the Qc spread."""
+    eta, lam = x
+    _, (d_eta, d_lam) = dual_function(x, qr, qc, estep_kl, qc_threshold)
+    spread = max(qr.std(), qc.std(), 1e-12)
+    if (eta <= ETA_BOUNDS[0] * spread * 1.001 and d_eta > 0) or (eta >= ETA_BOUNDS[1] * spread * 0.999 and d_eta < 0):
+        d_eta = 0.0
+    if (lam <= 0 and d_lam > 0) or (lam >= lam_max and d_lam < 0):
+        d_lam = 0.0
+    return abs(d_eta) / estep_kl, abs(d_lam) / max(qc.std(), abs(qc_threshold), 1e-12)
+
+def solve_dual(qr, qc, estep_kl, qc_threshold, x0, lam_max=20.0, tol=1e-3):
+    """Minimise the convex dual (6) over eta > 0, 0 <= lam <= lam_max, warm-started at x0 = (eta, lam).
+
+    L-BFGS-B over (log eta, lam) on Q tables scaled to unit spread, so one tolerance fits every reward scale and a
+    warm start far off is a few steps away; if the result misses the optimality conditions (dual_residuals above
+    tol), a cold start at (spread, 0) is solved too and the lower dual kept."""
     qr, qc = np.asarray(qr, np.float64), np.asarray(qc, np.float64)
-    x0 = np.clip(x0, [ETA_BOUNDS[0], 0.0], [ETA_BOUNDS[1], lam_max])
-    res = scipy.optimize.minimize(dual_function, x0, args=(qr, qc, estep_kl, qc_threshold), jac=True,
-                                  method="L-BFGS-B", bounds=[ETA_BOUNDS, (0.0, lam_max)])
-    return float(res.x[0]), float(res.x[1])
+    spread = max(qr.std(), qc.std(), 1e-12)
+    scaled = (qr / spread, qc / spread, estep_kl, qc_threshold / spread)
+
+    def solve(start):
+        eta = float(np.clip(start[0] / spread, *ETA_BOUNDS))
+        res = scipy.optimize.minimize(dual_log_eta, [np.log(eta), float(np.clip(start[1], 0.0, lam_max))],
+                                      args=scaled, jac=True, method="L-BFGS-B",
+                                      bounds=[np.log(ETA_BOUNDS), (0.0, lam_max)],
+                                      options=dict(ftol=1e-15, gtol=1e-10, maxiter=500))
+        return res.fun, (float(np.exp(res.x[0]) * spread), float(res.x[1]))
+
+    g, x = solve(x0)
+    if max(dual_residuals(x, qr, qc, estep_kl, qc_threshold, lam_max)) > tol:
+        g_cold, x_cold = solve((spread, 0.0))
+        if g_cold < g:
+            x = x_cold
+    return x
 
 
 def e_step(obs, target_actor, target_qr1, target_qr2, target_qc, num_particles, estep_kl, qc_threshold, x0,
@@ -316,6 +383,9 @@ def e_step(obs, target_actor, target_qr1, target_qr2, target_qc, num_particles, 
         flat_act = particles.reshape(n * num_particles, -1).clamp(-1, 1)
         qr = torch.min(target_qr1(flat_obs, flat_act), target_qr2(flat_obs, flat_act)).reshape(n, num_particles)
         qc = target_qc(flat_obs, flat_act).reshape(n, num_particles)
+    for name, table in (("reward", qr), ("cost", qc)):
+        if not torch.isfinite(table).all():
+            fail(f"the {name} critic diverged: non-finite Q values in the E-step (try a lower --critic-lr)")
     eta, lam = solve_dual(qr.numpy(), qc.numpy(), estep_kl, qc_threshold, x0, lam_max)
     weights = torch.softmax((qr - lam * qc) / eta, dim=1)
     return particles, weights, eta, lam
@@ -376,15 +446,21 @@ def evaluate(actor, qr1, qr2, qc, args, attackers=None):
     """Deterministic policy under each attacker, batched across envs; one episode per env, <= 20 envs at once."""
     policy = actor  # (mean, std); the deterministic action is the mean
     qr_fn = lambda s, a: torch.min(qr1(s, a), qr2(s, a))  # noqa: E731
+    training_rng_state = np.random.get_state()  # building an env draws from it too
     n_envs = min(args.eval_episodes, 20)
     envs = gym.vector.SyncVectorEnv([make_env(args.env_id) for _ in range(n_envs)])
     eval_seed = args.seed if args.eval_seed is None else args.eval_seed
-    results, training_rng_state = {}, np.random.get_state()
+    results = {}
     for attacker in attackers or args.eval_attackers:
         generator = torch.Generator().manual_seed(eval_seed)
         returns, costs = [], []
         for first in range(0, args.eval_episodes, n_envs):
             # bullet-safety-gym ignores reset(seed=...) and draws initial states from the global numpy RNG
+            # every batch starts from one simulator state, whatever ran before it: a car's motors keep the
+            # previous episode's last command through a reset, so reset, step with zero action, then reset again
+            np.random.seed(10_000 + eval_seed * 1000 + first)
+            envs.reset()
+            envs.step(np.zeros((n_envs, *envs.single_action_space.shape)))
             np.random.seed(10_000 + eval_seed * 1000 + first)
             obs, _ = envs.reset(seed=[10_000 + eval_seed * 1000 + first + i for i in range(n_envs)])
             ep_ret, ep_cost = np.zeros(n_envs), np.zeros(n_envs)
@@ -416,8 +492,13 @@ def evaluate(actor, qr1, qr2, qc, args, attackers=None):
 def write_atomic(path, write):
     """Write a file through a temp file and os.replace, so readers never see half a file."""
     tmp = f"{path}.tmp{os.getpid()}"
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C or a full disk: leave no temp file behind
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def write_json(path, data):
@@ -434,6 +515,134 @@ def write_csv(path, rows):
             w.writeheader()
             w.writerows(rows)
     write_atomic(path, write)
+
+
+STATE_FILE = "train_state.pt"  # everything --resume needs, rewritten atomically at every epoch end
+
+
+def pack_numpy_rng(state):
+    """np.random.get_state() in types that torch.load(weights_only=True) accepts."""
+    name, keys, pos, has_gauss, gauss = state
+    return name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss
+
+
+def unpack_numpy_rng(state):
+    name, keys, pos, has_gauss, gauss = state
+    return name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss
+
+
+def rng_state(rng):
+    return dict(python=random.getstate(), numpy=pack_numpy_rng(np.random.get_state()),
+                generator=rng.bit_generator.state, torch=torch.get_rng_state())
+
+
+def set_rng_state(state, rng):
+    random.setstate(state["python"])
+    np.random.set_state(unpack_numpy_rng(state["numpy"]))
+    rng.bit_generator.state = state["generator"]
+    torch.set_rng_state(state["torch"])
+
+
+def env_state(envs, obs):
+    """What restore_envs needs, taken at an epoch end, where every env has just reset."""
+    return dict(rng_before_reset=pack_numpy_rng(envs.envs[0].rng_before_reset),
+                last_actions=torch.as_tensor(np.stack([env.last_action for env in envs.envs])),
+                obs=torch.as_tensor(obs))
+
+
+def restore_envs(envs, saved):
+    """Bring just-reset fresh envs to where the saved ones stood after their last reset and return the observations:
+    one step with the saved last actions (the motors' commands), then the reset from the saved RNG state."""
+    envs.step(saved["last_actions"].numpy())
+    np.random.set_state(unpack_numpy_rng(saved["rng_before_reset"]))
+    obs, _ = envs.reset()
+    if not np.array_equal(obs, saved["obs"].numpy()):
+        print("warning: the envs could not be restored exactly (an episode was running at the last epoch end); "
+              "the resumed run differs from the uninterrupted one", flush=True)
+    return obs
+
+
+def check_new_run_dir(run_dir):
+    """A new run needs a directory without a run in it; the errors say how to continue or extend one instead."""
+    if os.path.exists(os.path.join(run_dir, "eval.json")):
+        fail(f"run directory {run_dir!r} already holds a finished run (eval.json); to extend it: "
+             f"--resume {run_dir} --total-timesteps N")
+    if any(os.path.exists(os.path.join(run_dir, name)) for name in (STATE_FILE, "progress.csv")):
+        fail(f"run directory {run_dir!r} holds an unfinished run; continue it with --resume {run_dir}")
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        fail(f"run directory {run_dir!r} is a file")
+
+
+def make_run_dir(run_dir):
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except OSError as exc:
+        fail(f"cannot create run directory {run_dir!r}: {exc.strerror}")
+    if not os.access(run_dir, os.W_OK):
+        fail(f"run directory {run_dir!r} is not writable")
+
+
+def load_train_state(run_dir):
+    path = os.path.join(run_dir, STATE_FILE)
+    if not os.path.isfile(path):
+        fail(f"--resume {run_dir!r}: no {STATE_FILE} there, so no run of {ALGO}.py to continue")
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception as exc:  # any unreadable file is the same bad input to the user
+        fail(f"--resume: {path!r} is not a readable training state ({type(exc).__name__})")
+    if not isinstance(state, dict) or state.get("algo") != ALGO:
+        fail(f"--resume {run_dir!r} holds a run of another script than {ALGO}.py")
+    return state
+
+
+def parse_args(argv=None):
+    """The command line, and with --resume the run's training state. A resumed run keeps its stored arguments; a
+    flag that changes one is an error, except --total-timesteps, which may grow to extend the run."""
+    args = tyro.cli(Args, args=argv, description=__doc__.splitlines()[0])
+    if args.resume is None:
+        return args, None
+    if args.eval_checkpoint is not None:
+        fail("--resume continues training and cannot be combined with --eval-checkpoint")
+    state = load_train_state(args.resume)
+    try:
+        stored = Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["args"].items()})
+    except TypeError:
+        fail(f"--resume {args.resume!r}: its stored arguments are not those of this version of {ALGO}.py")
+    resumed = tyro.cli(Args, args=argv, default=stored, description=__doc__.splitlines()[0])
+    for name in (field.name for field in fields(Args)):
+        if name not in ("resume", "run_dir", "output_dir", "total_timesteps") and \
+                getattr(resumed, name) != getattr(stored, name):
+            fail(f"--{name.replace('_', '-')} {getattr(resumed, name)} conflicts with the run's own value "
+                 f"{getattr(stored, name)}; a resumed run keeps its arguments (only --total-timesteps may change)")
+    if whole_episodes(resumed.total_timesteps, state["episode_steps"]) <= state["global_step"]:
+        fail(f"the run in {args.resume!r} has already trained {state['global_step']} env steps; "
+             f"raise --total-timesteps above that to extend it")
+    resumed.run_dir = args.resume
+    return resumed, state
+
+
+def whole_episodes(steps, episode_steps):
+    """steps rounded up to whole episodes in every env (episode_steps = envs x time limit): epochs and the run end
+    on episode ends, where a resumed run restarts the simulator exactly."""
+    return -(-steps // episode_steps) * episode_steps
+
+
+def make_envs(args):
+    """The training envs, after checking they are envs these scripts can train on."""
+    envs = gym.vector.SyncVectorEnv([make_env(args.env_id) for _ in range(args.num_envs)])
+    action_space, obs_space = envs.single_action_space, envs.single_observation_space
+    if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
+        fail(f"--env-id {args.env_id}: its action space {action_space} is not a continuous Box vector; "
+             f"use a bullet-safety-gym Safety* env")
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        fail(f"--env-id {args.env_id}: its observation space {obs_space} is not a Box vector")
+    if envs.envs[0].spec.max_episode_steps is None:
+        fail(f"--env-id {args.env_id}: it has no time limit (max_episode_steps), which epochs are counted in")
+    return envs
+
+
+def interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def save_checkpoint(path, actor, qr1, qr2, qc, args, obs_dim, act_dim, global_step):
@@ -461,6 +670,8 @@ def eval_record(args, results, global_step):
 def load_checkpoint(args):
     """Load --eval-checkpoint, check it against the command line, and rebuild the actor and critics."""
     path = args.eval_checkpoint
+    if os.path.isdir(path):
+        fail(f"checkpoint {path!r} is a directory, not a model.pt file")
     if not os.path.isfile(path):
         fail(f"checkpoint {path!r} does not exist")
     try:
@@ -510,17 +721,19 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def train(args):
-    run_name = f"{args.env_id}__{ALGO}__{args.seed}__{int(time.time())}"
-    run_dir = args.run_dir or os.path.join(args.output_dir, run_name)
-    if os.path.exists(os.path.join(run_dir, "eval.json")):
-        fail(f"run directory {run_dir!r} already holds a finished run (eval.json)")
+def train(args, state=None):
+    run_dir = args.run_dir or os.path.join(args.output_dir, f"{args.env_id}__{ALGO}__{args.seed}__{int(time.time())}")
+    if state is None:
+        check_new_run_dir(run_dir)
     seed_everything(args.seed)
-    envs = gym.vector.SyncVectorEnv([make_env(args.env_id) for _ in range(args.num_envs)])
+    envs = make_envs(args)
     obs_dim = envs.single_observation_space.shape[0]
     act_dim = envs.single_action_space.shape[0]
     horizon = envs.envs[0].spec.max_episode_steps
     qc_threshold = qc_threshold_for(args.cost_limit, args.gamma, horizon)
+    episode_steps = args.num_envs * horizon
+    epoch_steps = whole_episodes(args.steps_per_epoch, episode_steps)
+    end_step = whole_episodes(args.total_timesteps, episode_steps)
 
     actor, target_actor = Actor(obs_dim, act_dim), Actor(obs_dim, act_dim)
     qr1, qr2, qc = QNetwork(obs_dim, act_dim), QNetwork(obs_dim, act_dim), QNetwork(obs_dim, act_dim)
@@ -528,6 +741,8 @@ def train(args):
     for target, source in zip([target_actor, *targets], [actor, qr1, qr2, qc]):
         target.load_state_dict(source.state_dict())
         target.requires_grad_(False)
+    networks = dict(actor=actor, target_actor=target_actor, qr1=qr1, qr2=qr2, qc=qc, target_qr1=targets[0],
+                    target_qr2=targets[1], target_qc=targets[2])
     # fused Adam: the default CPU kernels slow down ~10x on tiny second moments (sqrt of near-denormals)
     actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr, fused=True)
     critic_opt = torch.optim.Adam([*qr1.parameters(), *qr2.parameters(), *qc.parameters()], lr=args.critic_lr,
@@ -535,127 +750,184 @@ def train(args):
     buffer = ReplayBuffer(args.buffer_size, obs_dim, act_dim)
     rng = np.random.default_rng(args.seed)
 
-    os.makedirs(run_dir, exist_ok=True)
-    writer = SummaryWriter(run_dir)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in
-                                                                            vars(args).items()))
     progress_rows, eval_rows, best = [], [], None
     dual_x = np.array([1.0, 1.0])  # E-step (eta, lam), warm start
     m_duals = [1.0, 1.0]  # M-step multipliers (beta_mean, beta_std)
     eps_t = 0.0
     ep_ret, ep_cost = np.zeros(args.num_envs), np.zeros(args.num_envs)
     epoch_returns, epoch_costs = [], []
-    cumulative_cost, pending_updates, global_step, epoch = 0.0, 0.0, 0, 0
+    cumulative_cost, pending_updates, global_step, epoch, wall_time = 0.0, 0.0, 0, 0, 0.0
     stats = {}
-    start_time = epoch_time = time.time()
-    epoch_start_step = iteration_start_step = 0
+    iteration_start_step = 0
     obs, _ = envs.reset(seed=[args.seed + i for i in range(args.num_envs)])
+    resuming = state is not None and state["epoch"] > 0
+    if resuming:
+        for name, net in networks.items():
+            net.load_state_dict(state["networks"][name])
+        actor_opt.load_state_dict(state["optimizers"]["actor"])
+        critic_opt.load_state_dict(state["optimizers"]["critic"])
+        buffer.load_state_dict(state["buffer"])
+        progress_rows, eval_rows, best = state["progress_rows"], state["eval_rows"], state["best"]
+        dual_x, m_duals, stats = np.array(state["dual_x"]), list(state["m_duals"]), state["stats"]
+        cumulative_cost, pending_updates = state["cumulative_cost"], state["pending_updates"]
+        global_step, epoch, wall_time = state["global_step"], state["epoch"], state["wall_time"]
+        iteration_start_step, eps_t = state["iteration_start_step"], state["eps_t"]
+        obs = restore_envs(envs, state["envs"])
+        set_rng_state(state["rng"], rng)
 
-    while global_step < args.total_timesteps:
-        # ADV-CVPO: the behaviour agent sees, and the buffer stores, MC-attacked observations nu(s)
-        seen_obs = obs
-        if not args.attack_buffer:
-            seen_obs = critic_attack(torch.as_tensor(obs, dtype=torch.float32), eps_t, actor, qc,
-                                     args.train_attack_steps, args.attack_lr).numpy()
-        if global_step < args.learning_starts:
-            act = rng.uniform(-1, 1, (args.num_envs, act_dim))
-        else:
-            with torch.no_grad():
-                mean, std = actor(torch.as_tensor(seen_obs, dtype=torch.float32))
-                act = (mean + std * torch.randn_like(mean)).clamp(-1, 1).numpy()
-        next_obs, rew, terminated, truncated, infos = envs.step(act)
-        cost = step_costs(infos, args.num_envs)
-        real_next_obs = next_obs.copy()
-        for i in np.flatnonzero(infos.get("_final_observation", np.zeros(args.num_envs, bool))):
-            real_next_obs[i] = infos["final_observation"][i]
-        buffer.add(seen_obs, act, rew, cost, real_next_obs, terminated)
-        obs = next_obs
-        global_step += args.num_envs
-        cumulative_cost += cost.sum()
-        ep_ret += rew
-        ep_cost += cost
-        for i in np.flatnonzero(terminated | truncated):
-            writer.add_scalar("charts/episodic_return", ep_ret[i], global_step)
-            writer.add_scalar("charts/episodic_cost", ep_cost[i], global_step)
-            writer.add_scalar("charts/cumulative_cost", cumulative_cost, global_step)
-            epoch_returns.append(ep_ret[i])
-            epoch_costs.append(ep_cost[i])
-            ep_ret[i] = ep_cost[i] = 0.0
+    def training_state():
+        return dict(algo=ALGO, args=asdict(args), episode_steps=episode_steps, epoch=epoch, global_step=global_step,
+                    wall_time=wall_time, networks={name: net.state_dict() for name, net in networks.items()},
+                    optimizers=dict(actor=actor_opt.state_dict(), critic=critic_opt.state_dict()),
+                    buffer=buffer.state_dict(), progress_rows=progress_rows, eval_rows=eval_rows, best=best,
+                    dual_x=dual_x.tolist(), m_duals=list(m_duals), stats=stats, cumulative_cost=cumulative_cost,
+                    pending_updates=pending_updates, iteration_start_step=iteration_start_step, eps_t=eps_t,
+                    envs=env_state(envs, obs), rng=rng_state(rng))
 
-        if global_step >= args.learning_starts:
-            pending_updates += args.num_envs * args.updates_per_step
-            while pending_updates >= 1:
-                pending_updates -= 1
-                batch = buffer.sample(args.batch_size, rng)
-                if args.attack_buffer:  # ADV-EM-CVPO: (nu(s_n), a_n, s_n+1, r_n, c_n)
-                    batch[0] = critic_attack(batch[0], eps_t, actor, qc, args.train_attack_steps, args.attack_lr)
-                stats["losses/qr"], stats["losses/qc"] = update_critics(batch, qr1, qr2, qc, targets, target_actor,
-                                                                        critic_opt, args.gamma)
-                particles, weights, eta, lam = e_step(batch[0], target_actor, *targets, args.num_particles,
-                                                      args.estep_kl, qc_threshold, dual_x, args.lam_max)
-                dual_x = np.array([eta, lam])
-                log_lik, kl_mean, kl_std = m_step(actor, target_actor, actor_opt, batch[0], particles, weights,
-                                                  m_duals, args)
-                for target, source in zip(targets, [qr1, qr2, qc]):
-                    soft_update(target, source, args.polyak)
-                if global_step - iteration_start_step >= args.iteration_steps:
-                    target_actor.load_state_dict(actor.state_dict())  # Algorithm 2, line 22
-                    iteration_start_step = global_step
-                stats.update({"losses/eta": eta, "losses/lam": lam, "losses/log_lik": log_lik,
-                              "losses/kl_mean": kl_mean, "losses/kl_std": kl_std,
-                              "losses/beta_mean": m_duals[0], "losses/beta_std": m_duals[1]})
+    make_run_dir(run_dir)
+    state_path = os.path.join(run_dir, STATE_FILE)
+    writer = SummaryWriter(run_dir, purge_step=None if state is None else global_step + 1)
+    if not resuming:
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in
+                                                                                vars(args).items()))
+        write_atomic(state_path, lambda tmp: torch.save(dict(algo=ALGO, args=asdict(args), episode_steps=episode_steps,
+                                                             epoch=0, global_step=0), tmp))
+    if os.path.exists(os.path.join(run_dir, "eval.json")):
+        os.remove(os.path.join(run_dir, "eval.json"))  # an extended run is unfinished again
+    print(f"run directory: {run_dir}" + (f" (resumed at step {global_step:,}, epoch {epoch})" if resuming else ""),
+          flush=True)
+    if epoch_steps != args.steps_per_epoch or end_step != args.total_timesteps:
+        print(f"epochs of {epoch_steps:,} env steps, {end_step:,} in all: whole episodes of {horizon} steps in each "
+              f"of the {args.num_envs} envs", flush=True)
+    session_start, session_start_step, saved_step = time.time(), global_step, global_step
+    epoch_time, epoch_start_step = time.time(), global_step
 
-        if global_step - epoch_start_step >= args.steps_per_epoch or global_step >= args.total_timesteps:
-            epoch += 1
-            sps = (global_step - epoch_start_step) / (time.time() - epoch_time)
-            writer.add_scalar("charts/SPS", sps, global_step)
-            writer.add_scalar("charts/eps_t", eps_t, global_step)
-            for key, value in stats.items():
-                writer.add_scalar(key, value, global_step)
-            mean_ret = float(np.mean(epoch_returns)) if epoch_returns else float("nan")
-            mean_cost = float(np.mean(epoch_costs)) if epoch_costs else float("nan")
-            progress_rows.append(dict(epoch=epoch, global_step=global_step, episodic_return=mean_ret,
-                                      episodic_cost=mean_cost, cumulative_cost=cumulative_cost, SPS=round(sps, 1),
-                                      wall_time=round(time.time() - start_time, 1)))
-            write_csv(os.path.join(run_dir, "progress.csv"), progress_rows)
-            print(f"epoch {epoch} step {global_step} SPS {sps:.0f} return {mean_ret:.1f} cost {mean_cost:.2f} "
-                  f"eta {dual_x[0]:.3g} lam {dual_x[1]:.3g} eps_t {eps_t:.3g}", flush=True)
-            epoch_returns, epoch_costs = [], []
-            eps_t = eps_schedule(epoch, args.eps, args.adv_start_epoch, args.adv_ramp_epochs)
-            epoch_start_step, epoch_time = global_step, time.time()
-            last = global_step >= args.total_timesteps
-            if last or (args.eval_every and epoch % args.eval_every == 0):
-                save_checkpoint(os.path.join(run_dir, "model.pt"), actor, qr1, qr2, qc, args, obs_dim, act_dim,
-                                global_step)
-                results = evaluate(actor, qr1, qr2, qc, args, None if last else args.eval_every_attackers)
-                for attacker, r in results.items():
-                    writer.add_scalar(f"eval/{attacker}/return", r["return_mean"], global_step)
-                    writer.add_scalar(f"eval/{attacker}/cost", r["cost_mean"], global_step)
-                    eval_rows.append(dict(epoch=epoch, global_step=global_step,
-                                          wall_time=progress_rows[-1]["wall_time"], attacker=attacker,
-                                          return_mean=r["return_mean"], cost_mean=r["cost_mean"],
-                                          episodes=r["episodes"]))
-                    print(f"eval {attacker:8s} return {r['return_mean']:8.2f} +- {r['return_std']:.2f}  "
-                          f"cost {r['cost_mean']:6.2f} +- {r['cost_std']:.2f}", flush=True)
-                write_csv(os.path.join(run_dir, "evals.csv"), eval_rows)
-                natural = results.get("none")
-                if natural and better_than_best((natural["return_mean"], natural["cost_mean"]), best, args.cost_limit):
-                    best = (natural["return_mean"], natural["cost_mean"])
-                    save_checkpoint(os.path.join(run_dir, "model_best.pt"), actor, qr1, qr2, qc, args, obs_dim,
-                                    act_dim, global_step)
-                    print(f"model_best.pt: return {best[0]:.2f} cost {best[1]:.2f} at step {global_step}", flush=True)
-                if last:
-                    write_json(os.path.join(run_dir, "eval.json"), eval_record(args, results, global_step))
-            epoch_time = time.time()  # evaluation time is not training time
+    try:
+        while global_step < end_step:
+            # ADV-CVPO: the behaviour agent sees, and the buffer stores, MC-attacked observations nu(s)
+            seen_obs = obs
+            if not args.attack_buffer:
+                seen_obs = critic_attack(torch.as_tensor(obs, dtype=torch.float32), eps_t, actor, qc,
+                                         args.train_attack_steps, args.attack_lr).numpy()
+            if global_step < args.learning_starts:
+                act = rng.uniform(-1, 1, (args.num_envs, act_dim))
+            else:
+                with torch.no_grad():
+                    mean, std = actor(torch.as_tensor(seen_obs, dtype=torch.float32))
+                    act = (mean + std * torch.randn_like(mean)).clamp(-1, 1).numpy()
+            next_obs, rew, terminated, truncated, infos = envs.step(act)
+            cost = step_costs(infos, args.num_envs)
+            real_next_obs = next_obs.copy()
+            for i in np.flatnonzero(infos.get("_final_observation", np.zeros(args.num_envs, bool))):
+                real_next_obs[i] = infos["final_observation"][i]
+            buffer.add(seen_obs, act, rew, cost, real_next_obs, terminated)
+            obs = next_obs
+            global_step += args.num_envs
+            cumulative_cost += float(cost.sum())
+            ep_ret += rew
+            ep_cost += cost
+            for i in np.flatnonzero(terminated | truncated):
+                writer.add_scalar("charts/episodic_return", ep_ret[i], global_step)
+                writer.add_scalar("charts/episodic_cost", ep_cost[i], global_step)
+                writer.add_scalar("charts/cumulative_cost", cumulative_cost, global_step)
+                epoch_returns.append(ep_ret[i])
+                epoch_costs.append(ep_cost[i])
+                ep_ret[i] = ep_cost[i] = 0.0
+
+            if global_step >= args.learning_starts:
+                pending_updates += args.num_envs * args.updates_per_step
+                while pending_updates >= 1:
+                    pending_updates -= 1
+                    batch = buffer.sample(args.batch_size, rng)
+                    if args.attack_buffer:  # ADV-EM-CVPO: (nu(s_n), a_n, s_n+1, r_n, c_n)
+                        batch[0] = critic_attack(batch[0], eps_t, actor, qc, args.train_attack_steps,
+                                                 args.attack_lr)
+                    stats["losses/qr"], stats["losses/qc"] = update_critics(batch, qr1, qr2, qc, targets,
+                                                                            target_actor, critic_opt, args.gamma)
+                    particles, weights, eta, lam = e_step(batch[0], target_actor, *targets, args.num_particles,
+                                                          args.estep_kl, qc_threshold, dual_x, args.lam_max)
+                    dual_x = np.array([eta, lam])
+                    log_lik, kl_mean, kl_std = m_step(actor, target_actor, actor_opt, batch[0], particles, weights,
+                                                      m_duals, args)
+                    for target, source in zip(targets, [qr1, qr2, qc]):
+                        soft_update(target, source, args.polyak)
+                    if global_step - iteration_start_step >= args.iteration_steps:
+                        target_actor.load_state_dict(actor.state_dict())  # Algorithm 2, line 22
+                        iteration_start_step = global_step
+                    stats.update({"losses/eta": eta, "losses/lam": lam, "losses/log_lik": log_lik,
+                                  "losses/kl_mean": kl_mean, "losses/kl_std": kl_std,
+                                  "losses/beta_mean": m_duals[0], "losses/beta_std": m_duals[1]})
+
+            if global_step - epoch_start_step >= epoch_steps or global_step >= end_step:
+                epoch += 1
+                sps = (global_step - epoch_start_step) / (time.time() - epoch_time)
+                writer.add_scalar("charts/SPS", sps, global_step)
+                writer.add_scalar("charts/eps_t", eps_t, global_step)
+                for key, value in stats.items():
+                    writer.add_scalar(key, value, global_step)
+                mean_ret = float(np.mean(epoch_returns)) if epoch_returns else float("nan")
+                mean_cost = float(np.mean(epoch_costs)) if epoch_costs else float("nan")
+                wall_time += time.time() - epoch_time
+                progress_rows.append(dict(epoch=epoch, global_step=global_step, episodic_return=mean_ret,
+                                          episodic_cost=mean_cost, cumulative_cost=cumulative_cost,
+                                          SPS=round(sps, 1), wall_time=round(wall_time, 1)))
+                write_csv(os.path.join(run_dir, "progress.csv"), progress_rows)
+                minutes = (time.time() - session_start) / 60
+                eta_min = minutes * (end_step - global_step) / max(global_step - session_start_step, 1)
+                print(f"epoch {epoch} | step {global_step:,}/{end_step:,} ({100 * global_step / end_step:.0f}%) | "
+                      f"{wall_time / 60:.1f} min, ETA {eta_min:.1f} min | SPS {sps:.0f} | return {mean_ret:.1f} "
+                      f"cost {mean_cost:.2f} | E-step temperature {dual_x[0]:.3g} lam {dual_x[1]:.3g} | eps_t {eps_t:.3g}",
+                      flush=True)
+                epoch_returns, epoch_costs = [], []
+                eps_t = eps_schedule(epoch, args.eps, args.adv_start_epoch, args.adv_ramp_epochs)
+                last = global_step >= end_step
+                eval_start = time.time()
+                if last or (args.eval_every and epoch % args.eval_every == 0):
+                    save_checkpoint(os.path.join(run_dir, "model.pt"), actor, qr1, qr2, qc, args, obs_dim, act_dim,
+                                    global_step)
+                    results = evaluate(actor, qr1, qr2, qc, args, None if last else args.eval_every_attackers)
+                    for attacker, r in results.items():
+                        writer.add_scalar(f"eval/{attacker}/return", r["return_mean"], global_step)
+                        writer.add_scalar(f"eval/{attacker}/cost", r["cost_mean"], global_step)
+                        eval_rows.append(dict(epoch=epoch, global_step=global_step,
+                                              wall_time=progress_rows[-1]["wall_time"], attacker=attacker,
+                                              return_mean=r["return_mean"], cost_mean=r["cost_mean"],
+                                              episodes=r["episodes"]))
+                        print(f"eval {attacker:8s} return {r['return_mean']:8.2f} +- {r['return_std']:.2f}  "
+                              f"cost {r['cost_mean']:6.2f} +- {r['cost_std']:.2f}", flush=True)
+                    write_csv(os.path.join(run_dir, "evals.csv"), eval_rows)
+                    natural = results.get("none")
+                    if natural and better_than_best((natural["return_mean"], natural["cost_mean"]), best,
+                                                    args.cost_limit):
+                        best = (natural["return_mean"], natural["cost_mean"])
+                        save_checkpoint(os.path.join(run_dir, "model_best.pt"), actor, qr1, qr2, qc, args, obs_dim,
+                                        act_dim, global_step)
+                        print(f"model_best.pt: return {best[0]:.2f} cost {best[1]:.2f} at step {global_step}",
+                              flush=True)
+                    if last:
+                        write_json(os.path.join(run_dir, "eval.json"), eval_record(args, results, global_step))
+                wall_time += time.time() - eval_start
+                write_atomic(state_path, lambda tmp: torch.save(training_state(), tmp))
+                saved_step = global_step
+                epoch_start_step, epoch_time = global_step, time.time()  # evaluation time is not training time
+    except KeyboardInterrupt:
+        print(f"{ALGO}.py: stopped at step {global_step:,} of {end_step:,}; continue from the last epoch end "
+              f"(step {saved_step:,}) with: python {ALGO}.py --resume {run_dir}", file=sys.stderr, flush=True)
+        sys.exit(130)
     envs.close()
     writer.close()
     print(f"run directory: {run_dir}")
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
-    torch.set_num_threads(max(1, args.threads))
-    if args.eval_checkpoint:
-        eval_checkpoint(args)
-    else:
-        train(resolve_args(args))
+    signal.signal(signal.SIGTERM, interrupt)  # a cluster's preemption stops the run as Ctrl-C does
+    try:
+        args, state = parse_args()
+        torch.set_num_threads(max(1, args.threads))
+        if args.eval_checkpoint:
+            eval_checkpoint(args)
+        else:
+            train(resolve_args(args), state)
+    except KeyboardInterrupt:
+        print(f"{ALGO}.py: stopped before the first epoch ended", file=sys.stderr)
+        sys.exit(130)
