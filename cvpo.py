@@ -181,7 +181,7 @@ class EpisodeEndRecorder(gym.Wrapper):
     command through a reset)."""
 
     def step(self, action):
-        self.last_action = np.array(action, np.float64)
+        self.last_action = np.array(action)  # its dtype too: the env computes the motor command in it
         return self.env.step(action)
 
     def reset(self, **kwargs):

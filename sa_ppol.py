@@ -14,8 +14,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one BLAS thread per proces
 import csv
 import json
 import random
+import signal
+import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
 import bullet_safety_gym  # noqa: F401  (registers the Safety* envs)
@@ -51,6 +53,9 @@ class Args:
     """parent folder of the run directory {env_id}__{algo}__{seed}__{unix_time}"""
     run_dir: Optional[str] = None
     """exact run directory to write into instead of one under --output-dir (must not hold a run already)"""
+    resume: Optional[str] = None
+    """continue the run in this directory from its last epoch end, with its stored arguments (only
+    --total-timesteps may change: raise it to extend a finished run)"""
     threads: int = 1
     """torch threads; 1 is fastest when each core runs its own process"""
     total_timesteps: int = 1_000_000
@@ -161,6 +166,8 @@ def resolve_args(args):
     for name in ("gamma", "gae_lambda", "q_gamma"):
         if not 0 < getattr(args, name) <= 1:
             fail(f"--{name.replace('_', '-')} must be in (0, 1], got {getattr(args, name)}")
+    if not args.eps <= 1:
+        fail(f"--eps must be in [0, 1] (observations are scaled to about unit range), got {args.eps}")
     for flag in ("eval_attackers", "eval_every_attackers"):
         for attacker in getattr(args, flag) or ():
             if attacker not in ATTACKERS:
@@ -168,8 +175,22 @@ def resolve_args(args):
     return args
 
 
+class EpisodeEndRecorder(gym.Wrapper):
+    """Keeps what a fresh env needs to repeat this env's last reset exactly (--resume): the global numpy RNG state
+    before it (bullet-safety-gym draws initial states from it) and the last action (a car's motors keep their last
+    command through a reset)."""
+
+    def step(self, action):
+        self.last_action = np.array(action)  # its dtype too: the env computes the motor command in it
+        return self.env.step(action)
+
+    def reset(self, **kwargs):
+        self.rng_before_reset = np.random.get_state()
+        return self.env.reset(**kwargs)
+
+
 def make_env(env_id):
-    return lambda: gym.make(env_id)
+    return lambda: EpisodeEndRecorder(gym.make(env_id))
 
 
 def step_costs(infos, num_envs):
@@ -287,6 +308,17 @@ class ReplayBuffer:
         self.ptr = (self.ptr + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
+    FIELDS = ("obs", "next_obs", "act", "rew", "cost", "terminated")
+
+    def state_dict(self):
+        return dict(ptr=self.ptr, size=self.size, **{f: torch.from_numpy(getattr(self, f)[:self.size].copy())
+                                                     for f in self.FIELDS})
+
+    def load_state_dict(self, state):
+        self.ptr, self.size = state["ptr"], state["size"]
+        for f in self.FIELDS:
+            getattr(self, f)[:self.size] = state[f].numpy()
+
     def sample(self, n, rng):
         idx = rng.integers(0, self.size, n)
         return [torch.as_tensor(a[idx]) for a in (self.obs, self.act, self.rew, self.cost, self.next_obs,
@@ -338,15 +370,21 @@ def update_attack_critics(buffer, actor, qr, qc, targets, q_opt, args, rng):
 
 def evaluate(actor, qr, qc, args, attackers=None):
     """Deterministic policy under each attacker, batched across envs; one episode per env, <= 20 envs at once."""
+    training_rng_state = np.random.get_state()  # building an env draws from it too
     n_envs = min(args.eval_episodes, 20)
     envs = gym.vector.SyncVectorEnv([make_env(args.env_id) for _ in range(n_envs)])
     eval_seed = args.seed if args.eval_seed is None else args.eval_seed
-    results, training_rng_state = {}, np.random.get_state()
+    results = {}
     for attacker in attackers or args.eval_attackers:
         generator = torch.Generator().manual_seed(eval_seed)
         returns, costs = [], []
         for first in range(0, args.eval_episodes, n_envs):
             # bullet-safety-gym ignores reset(seed=...) and draws initial states from the global numpy RNG
+            # every batch starts from one simulator state, whatever ran before it: a car's motors keep the
+            # previous episode's last command through a reset, so reset, step with zero action, then reset again
+            np.random.seed(10_000 + eval_seed * 1000 + first)
+            envs.reset()
+            envs.step(np.zeros((n_envs, *envs.single_action_space.shape)))
             np.random.seed(10_000 + eval_seed * 1000 + first)
             obs, _ = envs.reset(seed=[10_000 + eval_seed * 1000 + first + i for i in range(n_envs)])
             ep_ret, ep_cost = np.zeros(n_envs), np.zeros(n_envs)
@@ -378,8 +416,13 @@ def evaluate(actor, qr, qc, args, attackers=None):
 def write_atomic(path, write):
     """Write a file through a temp file and os.replace, so readers never see half a file."""
     tmp = f"{path}.tmp{os.getpid()}"
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C or a full disk: leave no temp file behind
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def write_json(path, data):
@@ -396,6 +439,134 @@ def write_csv(path, rows):
             w.writeheader()
             w.writerows(rows)
     write_atomic(path, write)
+
+
+STATE_FILE = "train_state.pt"  # everything --resume needs, rewritten atomically at every epoch end
+
+
+def pack_numpy_rng(state):
+    """np.random.get_state() in types that torch.load(weights_only=True) accepts."""
+    name, keys, pos, has_gauss, gauss = state
+    return name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss
+
+
+def unpack_numpy_rng(state):
+    name, keys, pos, has_gauss, gauss = state
+    return name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss
+
+
+def rng_state(rng):
+    return dict(python=random.getstate(), numpy=pack_numpy_rng(np.random.get_state()),
+                generator=rng.bit_generator.state, torch=torch.get_rng_state())
+
+
+def set_rng_state(state, rng):
+    random.setstate(state["python"])
+    np.random.set_state(unpack_numpy_rng(state["numpy"]))
+    rng.bit_generator.state = state["generator"]
+    torch.set_rng_state(state["torch"])
+
+
+def env_state(envs, obs):
+    """What restore_envs needs, taken at an epoch end, where every env has just reset."""
+    return dict(rng_before_reset=pack_numpy_rng(envs.envs[0].rng_before_reset),
+                last_actions=torch.as_tensor(np.stack([env.last_action for env in envs.envs])),
+                obs=torch.as_tensor(obs))
+
+
+def restore_envs(envs, saved):
+    """Bring just-reset fresh envs to where the saved ones stood after their last reset and return the observations:
+    one step with the saved last actions (the motors' commands), then the reset from the saved RNG state."""
+    envs.step(saved["last_actions"].numpy())
+    np.random.set_state(unpack_numpy_rng(saved["rng_before_reset"]))
+    obs, _ = envs.reset()
+    if not np.array_equal(obs, saved["obs"].numpy()):
+        print("warning: the envs could not be restored exactly (an episode was running at the last epoch end); "
+              "the resumed run differs from the uninterrupted one", flush=True)
+    return obs
+
+
+def check_new_run_dir(run_dir):
+    """A new run needs a directory without a run in it; the errors say how to continue or extend one instead."""
+    if os.path.exists(os.path.join(run_dir, "eval.json")):
+        fail(f"run directory {run_dir!r} already holds a finished run (eval.json); to extend it: "
+             f"--resume {run_dir} --total-timesteps N")
+    if any(os.path.exists(os.path.join(run_dir, name)) for name in (STATE_FILE, "progress.csv")):
+        fail(f"run directory {run_dir!r} holds an unfinished run; continue it with --resume {run_dir}")
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        fail(f"run directory {run_dir!r} is a file")
+
+
+def make_run_dir(run_dir):
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except OSError as exc:
+        fail(f"cannot create run directory {run_dir!r}: {exc.strerror}")
+    if not os.access(run_dir, os.W_OK):
+        fail(f"run directory {run_dir!r} is not writable")
+
+
+def load_train_state(run_dir):
+    path = os.path.join(run_dir, STATE_FILE)
+    if not os.path.isfile(path):
+        fail(f"--resume {run_dir!r}: no {STATE_FILE} there, so no run of {ALGO}.py to continue")
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception as exc:  # any unreadable file is the same bad input to the user
+        fail(f"--resume: {path!r} is not a readable training state ({type(exc).__name__})")
+    if not isinstance(state, dict) or state.get("algo") != ALGO:
+        fail(f"--resume {run_dir!r} holds a run of another script than {ALGO}.py")
+    return state
+
+
+def parse_args(argv=None):
+    """The command line, and with --resume the run's training state. A resumed run keeps its stored arguments; a
+    flag that changes one is an error, except --total-timesteps, which may grow to extend the run."""
+    args = tyro.cli(Args, args=argv, description=__doc__.splitlines()[0])
+    if args.resume is None:
+        return args, None
+    if args.eval_checkpoint is not None:
+        fail("--resume continues training and cannot be combined with --eval-checkpoint")
+    state = load_train_state(args.resume)
+    try:
+        stored = Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["args"].items()})
+    except TypeError:
+        fail(f"--resume {args.resume!r}: its stored arguments are not those of this version of {ALGO}.py")
+    resumed = tyro.cli(Args, args=argv, default=stored, description=__doc__.splitlines()[0])
+    for name in (field.name for field in fields(Args)):
+        if name not in ("resume", "run_dir", "output_dir", "total_timesteps") and \
+                getattr(resumed, name) != getattr(stored, name):
+            fail(f"--{name.replace('_', '-')} {getattr(resumed, name)} conflicts with the run's own value "
+                 f"{getattr(stored, name)}; a resumed run keeps its arguments (only --total-timesteps may change)")
+    if whole_episodes(resumed.total_timesteps, state["episode_steps"]) <= state["global_step"]:
+        fail(f"the run in {args.resume!r} has already trained {state['global_step']} env steps; "
+             f"raise --total-timesteps above that to extend it")
+    resumed.run_dir = args.resume
+    return resumed, state
+
+
+def whole_episodes(steps, episode_steps):
+    """steps rounded up to whole episodes in every env (episode_steps = envs x time limit): epochs and the run end
+    on episode ends, where a resumed run restarts the simulator exactly."""
+    return -(-steps // episode_steps) * episode_steps
+
+
+def make_envs(args):
+    """The training envs, after checking they are envs these scripts can train on."""
+    envs = gym.vector.SyncVectorEnv([make_env(args.env_id) for _ in range(args.num_envs)])
+    action_space, obs_space = envs.single_action_space, envs.single_observation_space
+    if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
+        fail(f"--env-id {args.env_id}: its action space {action_space} is not a continuous Box vector; "
+             f"use a bullet-safety-gym Safety* env")
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        fail(f"--env-id {args.env_id}: its observation space {obs_space} is not a Box vector")
+    if envs.envs[0].spec.max_episode_steps is None:
+        fail(f"--env-id {args.env_id}: it has no time limit (max_episode_steps), which epochs are counted in")
+    return envs
+
+
+def interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 NETWORKS = ("actor", "value_r", "value_c", "qr", "qc")
@@ -430,6 +601,8 @@ def build_networks(obs_dim, act_dim):
 def load_checkpoint(args):
     """Load --eval-checkpoint, check it against the command line, and rebuild the networks."""
     path = args.eval_checkpoint
+    if os.path.isdir(path):
+        fail(f"checkpoint {path!r} is a directory, not a model.pt file")
     if not os.path.isfile(path):
         fail(f"checkpoint {path!r} does not exist")
     try:
@@ -476,16 +649,19 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def train(args):
-    run_name = f"{args.env_id}__{ALGO}__{args.seed}__{int(time.time())}"
-    run_dir = args.run_dir or os.path.join(args.output_dir, run_name)
-    if os.path.exists(os.path.join(run_dir, "eval.json")):
-        fail(f"run directory {run_dir!r} already holds a finished run (eval.json)")
+def train(args, state=None):
+    run_dir = args.run_dir or os.path.join(args.output_dir, f"{args.env_id}__{ALGO}__{args.seed}__{int(time.time())}")
+    if state is None:
+        check_new_run_dir(run_dir)
     seed_everything(args.seed)
-    envs = gym.vector.SyncVectorEnv([make_env(args.env_id) for _ in range(args.num_envs)])
+    envs = make_envs(args)
     obs_dim = envs.single_observation_space.shape[0]
     act_dim = envs.single_action_space.shape[0]
-    steps = max(1, args.steps_per_epoch // args.num_envs)  # vector steps per rollout
+    horizon = envs.envs[0].spec.max_episode_steps
+    episode_steps = args.num_envs * horizon
+    epoch_steps = whole_episodes(args.steps_per_epoch, episode_steps)
+    end_step = -(-args.total_timesteps // epoch_steps) * epoch_steps  # whole rollouts
+    steps = epoch_steps // args.num_envs  # vector steps per rollout
 
     networks = build_networks(obs_dim, act_dim)
     actor, value_r, value_c, qr, qc = (networks[name] for name in NETWORKS)
@@ -493,6 +669,7 @@ def train(args):
     for target, source in zip(q_targets, (qr, qc)):
         target.load_state_dict(source.state_dict())
         target.requires_grad_(False)
+    all_networks = dict(networks, target_qr=q_targets[0], target_qc=q_targets[1])
     # fused Adam: the default CPU kernels slow down ~10x on tiny second moments (sqrt of near-denormals)
     actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr, fused=True)
     critic_opt = torch.optim.Adam([*value_r.parameters(), *value_c.parameters()], lr=args.critic_lr, fused=True)
@@ -501,137 +678,189 @@ def train(args):
     buffer = ReplayBuffer(args.q_buffer_size, obs_dim, act_dim)
     rng = np.random.default_rng(args.seed)
 
-    os.makedirs(run_dir, exist_ok=True)
-    writer = SummaryWriter(run_dir)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in
-                                                                            vars(args).items()))
     shape = (steps, args.num_envs)
     rollout = Rollout(steps, args.num_envs, obs_dim, act_dim)
     progress_rows, eval_rows, best = [], [], None
     ep_ret, ep_cost = np.zeros(args.num_envs), np.zeros(args.num_envs)
-    cumulative_cost, global_step, epoch = 0.0, 0, 0
-    start_time = time.time()
+    cumulative_cost, global_step, epoch, wall_time = 0.0, 0, 0, 0.0
     obs, _ = envs.reset(seed=[args.seed + i for i in range(args.num_envs)])
+    resuming = state is not None and state["epoch"] > 0
+    if resuming:
+        for name, net in all_networks.items():
+            net.load_state_dict(state["networks"][name])
+        for name, opt in (("actor", actor_opt), ("critic", critic_opt), ("q", q_opt)):
+            opt.load_state_dict(state["optimizers"][name])
+        pid.integral, pid.prev_cost, pid.lam = state["pid"]
+        buffer.load_state_dict(state["buffer"])
+        progress_rows, eval_rows, best = state["progress_rows"], state["eval_rows"], state["best"]
+        cumulative_cost, global_step, epoch = state["cumulative_cost"], state["global_step"], state["epoch"]
+        wall_time = state["wall_time"]
+        obs = restore_envs(envs, state["envs"])
+        set_rng_state(state["rng"], rng)
 
-    while global_step < args.total_timesteps:
-        epoch_time = time.time()
-        epoch_returns, epoch_costs = [], []
-        for _ in range(steps):
+    def training_state():
+        return dict(algo=ALGO, args=asdict(args), episode_steps=episode_steps, epoch=epoch, global_step=global_step,
+                    wall_time=wall_time, networks={name: net.state_dict() for name, net in all_networks.items()},
+                    optimizers=dict(actor=actor_opt.state_dict(), critic=critic_opt.state_dict(),
+                                    q=q_opt.state_dict()),
+                    pid=(pid.integral, pid.prev_cost, pid.lam), buffer=buffer.state_dict(),
+                    progress_rows=progress_rows, eval_rows=eval_rows, best=best, cumulative_cost=cumulative_cost,
+                    envs=env_state(envs, obs), rng=rng_state(rng))
+
+    make_run_dir(run_dir)
+    state_path = os.path.join(run_dir, STATE_FILE)
+    writer = SummaryWriter(run_dir, purge_step=None if state is None else global_step + 1)
+    if not resuming:
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in
+                                                                                vars(args).items()))
+        write_atomic(state_path, lambda tmp: torch.save(dict(algo=ALGO, args=asdict(args), episode_steps=episode_steps,
+                                                             epoch=0, global_step=0), tmp))
+    if os.path.exists(os.path.join(run_dir, "eval.json")):
+        os.remove(os.path.join(run_dir, "eval.json"))  # an extended run is unfinished again
+    print(f"run directory: {run_dir}" + (f" (resumed at step {global_step:,}, epoch {epoch})" if resuming else ""),
+          flush=True)
+    if epoch_steps != args.steps_per_epoch or end_step != args.total_timesteps:
+        print(f"epochs of {epoch_steps:,} env steps, {end_step:,} in all: whole episodes of {horizon} steps in each "
+              f"of the {args.num_envs} envs", flush=True)
+    session_start, session_start_step, saved_step = time.time(), global_step, global_step
+
+    try:
+        while global_step < end_step:
+            epoch_time = time.time()
+            epoch_returns, epoch_costs = [], []
+            for _ in range(steps):
+                with torch.no_grad():
+                    mean, std = actor(torch.as_tensor(obs, dtype=torch.float32))
+                    act = mean + std * torch.randn_like(mean)
+                    logp = gaussian_log_prob(mean, std, act)
+                # the env sees the clipped action; PPO's ratio uses the sampled one
+                next_obs, rew, terminated, truncated, infos = envs.step(act.clamp(-1, 1).numpy())
+                cost = step_costs(infos, args.num_envs)
+                real_next_obs = next_obs.copy()
+                for i in np.flatnonzero(infos.get("_final_observation", np.zeros(args.num_envs, bool))):
+                    real_next_obs[i] = infos["final_observation"][i]
+                rollout.add(obs, act.numpy(), rew, cost, real_next_obs, terminated, truncated, logp.numpy())
+                buffer.add(obs, act.clamp(-1, 1).numpy(), rew, cost, real_next_obs, terminated)
+                obs = next_obs
+                global_step += args.num_envs
+                cumulative_cost += float(cost.sum())
+                ep_ret += rew
+                ep_cost += cost
+                for i in np.flatnonzero(terminated | truncated):
+                    writer.add_scalar("charts/episodic_return", ep_ret[i], global_step)
+                    writer.add_scalar("charts/episodic_cost", ep_cost[i], global_step)
+                    writer.add_scalar("charts/cumulative_cost", cumulative_cost, global_step)
+                    epoch_returns.append(ep_ret[i])
+                    epoch_costs.append(ep_cost[i])
+                    ep_ret[i] = ep_cost[i] = 0.0
+            rollout_sps = steps * args.num_envs / (time.time() - epoch_time)
+
+            # PID Lagrangian on the rollout's mean episodic cost (the running episode's cost if none finished)
+            lam = pid.update(float(np.mean(epoch_costs)) if epoch_costs else float(ep_cost.mean()))
+            flat_obs = torch.as_tensor(rollout.obs.reshape(-1, obs_dim))
             with torch.no_grad():
-                mean, std = actor(torch.as_tensor(obs, dtype=torch.float32))
-                act = mean + std * torch.randn_like(mean)
-                logp = gaussian_log_prob(mean, std, act)
-            # the env sees the clipped action; PPO's ratio uses the sampled one
-            next_obs, rew, terminated, truncated, infos = envs.step(act.clamp(-1, 1).numpy())
-            cost = step_costs(infos, args.num_envs)
-            real_next_obs = next_obs.copy()
-            for i in np.flatnonzero(infos.get("_final_observation", np.zeros(args.num_envs, bool))):
-                real_next_obs[i] = infos["final_observation"][i]
-            rollout.add(obs, act.numpy(), rew, cost, real_next_obs, terminated, truncated, logp.numpy())
-            buffer.add(obs, act.clamp(-1, 1).numpy(), rew, cost, real_next_obs, terminated)
-            obs = next_obs
-            global_step += args.num_envs
-            cumulative_cost += cost.sum()
-            ep_ret += rew
-            ep_cost += cost
-            for i in np.flatnonzero(terminated | truncated):
-                writer.add_scalar("charts/episodic_return", ep_ret[i], global_step)
-                writer.add_scalar("charts/episodic_cost", ep_cost[i], global_step)
-                writer.add_scalar("charts/cumulative_cost", cumulative_cost, global_step)
-                epoch_returns.append(ep_ret[i])
-                epoch_costs.append(ep_cost[i])
-                ep_ret[i] = ep_cost[i] = 0.0
-        rollout_sps = steps * args.num_envs / (time.time() - epoch_time)
+                values = [v(flat_obs).reshape(shape).numpy() for v in (value_r, value_c)]
+                next_values = [v(torch.as_tensor(rollout.next_obs.reshape(-1, obs_dim))).reshape(shape).numpy()
+                               for v in (value_r, value_c)]
+            adv_r, ret_r = gae(rollout.rew, values[0], next_values[0], rollout.terminated, rollout.episode_end,
+                               args.gamma, args.gae_lambda)
+            adv_c, ret_c = gae(rollout.cost, values[1], next_values[1], rollout.terminated, rollout.episode_end,
+                               args.gamma, args.gae_lambda)
+            data = [flat_obs, torch.as_tensor(rollout.act.reshape(-1, act_dim)),
+                    torch.as_tensor(rollout.logp.reshape(-1), dtype=torch.float32),
+                    normalise(torch.as_tensor(adv_r.reshape(-1), dtype=torch.float32)),
+                    normalise(torch.as_tensor(adv_c.reshape(-1), dtype=torch.float32)),
+                    torch.as_tensor(ret_r.reshape(-1), dtype=torch.float32),
+                    torch.as_tensor(ret_c.reshape(-1), dtype=torch.float32)]
+            # Algorithm 4, line 4: adversarial states for the whole rollout, once per epoch
+            obs_adv = perturb(args.attacker, flat_obs, args.eps, actor, qr, qc, args.train_attack_steps, args.attack_lr)
+            n = len(flat_obs)
+            actor_steps_done, approx_kl = 0, torch.zeros(())
+            for _ in range(args.actor_steps):
+                idx = torch.as_tensor(rng.integers(0, n, args.minibatch_size))
+                loss, approx_kl = ppol_loss(actor, *(d[idx] for d in data[:5]), lam, args.clip_coef)
+                kl_robust = sa_regulariser(actor, data[0][idx], obs_adv[idx])
+                loss = loss + args.sa_beta * kl_robust  # Algorithm 4, line 9
+                if approx_kl > 1.5 * args.target_kl:
+                    break
+                actor_opt.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
+                actor_opt.step()
+                actor_steps_done += 1
+            for _ in range(args.critic_steps):
+                idx = torch.as_tensor(rng.integers(0, n, args.minibatch_size))
+                v_loss = F.mse_loss(value_r(data[0][idx]).squeeze(-1), data[5][idx]) + \
+                    F.mse_loss(value_c(data[0][idx]).squeeze(-1), data[6][idx])
+                critic_opt.zero_grad()
+                v_loss.backward()
+                nn.utils.clip_grad_norm_([*value_r.parameters(), *value_c.parameters()], args.max_grad_norm)
+                critic_opt.step()
+            q_loss = update_attack_critics(buffer, actor, qr, qc, q_targets, q_opt, args, rng)
 
-        # PID Lagrangian on the rollout's mean episodic cost (the running episode's cost if none finished)
-        lam = pid.update(float(np.mean(epoch_costs)) if epoch_costs else float(ep_cost.mean()))
-        flat_obs = torch.as_tensor(rollout.obs.reshape(-1, obs_dim))
-        with torch.no_grad():
-            values = [v(flat_obs).reshape(shape).numpy() for v in (value_r, value_c)]
-            next_values = [v(torch.as_tensor(rollout.next_obs.reshape(-1, obs_dim))).reshape(shape).numpy()
-                           for v in (value_r, value_c)]
-        adv_r, ret_r = gae(rollout.rew, values[0], next_values[0], rollout.terminated, rollout.episode_end,
-                           args.gamma, args.gae_lambda)
-        adv_c, ret_c = gae(rollout.cost, values[1], next_values[1], rollout.terminated, rollout.episode_end,
-                           args.gamma, args.gae_lambda)
-        data = [flat_obs, torch.as_tensor(rollout.act.reshape(-1, act_dim)),
-                torch.as_tensor(rollout.logp.reshape(-1), dtype=torch.float32),
-                normalise(torch.as_tensor(adv_r.reshape(-1), dtype=torch.float32)),
-                normalise(torch.as_tensor(adv_c.reshape(-1), dtype=torch.float32)),
-                torch.as_tensor(ret_r.reshape(-1), dtype=torch.float32),
-                torch.as_tensor(ret_c.reshape(-1), dtype=torch.float32)]
-        # Algorithm 4, line 4: adversarial states for the whole rollout, once per epoch
-        obs_adv = perturb(args.attacker, flat_obs, args.eps, actor, qr, qc, args.train_attack_steps, args.attack_lr)
-        n = len(flat_obs)
-        actor_steps_done, approx_kl = 0, torch.zeros(())
-        for _ in range(args.actor_steps):
-            idx = torch.as_tensor(rng.integers(0, n, args.minibatch_size))
-            loss, approx_kl = ppol_loss(actor, *(d[idx] for d in data[:5]), lam, args.clip_coef)
-            kl_robust = sa_regulariser(actor, data[0][idx], obs_adv[idx])
-            loss = loss + args.sa_beta * kl_robust  # Algorithm 4, line 9
-            if approx_kl > 1.5 * args.target_kl:
-                break
-            actor_opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
-            actor_opt.step()
-            actor_steps_done += 1
-        for _ in range(args.critic_steps):
-            idx = torch.as_tensor(rng.integers(0, n, args.minibatch_size))
-            v_loss = F.mse_loss(value_r(data[0][idx]).squeeze(-1), data[5][idx]) + \
-                F.mse_loss(value_c(data[0][idx]).squeeze(-1), data[6][idx])
-            critic_opt.zero_grad()
-            v_loss.backward()
-            nn.utils.clip_grad_norm_([*value_r.parameters(), *value_c.parameters()], args.max_grad_norm)
-            critic_opt.step()
-        q_loss = update_attack_critics(buffer, actor, qr, qc, q_targets, q_opt, args, rng)
-
-        epoch += 1
-        sps = steps * args.num_envs / (time.time() - epoch_time)
-        for key, value in {"charts/SPS": sps, "charts/rollout_SPS": rollout_sps, "losses/lam": lam,
-                           "losses/policy_loss": loss.item(), "losses/value_loss": v_loss.item(),
-                           "losses/q_loss": q_loss, "losses/approx_kl": approx_kl.item(),
-                           "losses/actor_steps": actor_steps_done,
-                           "losses/kl_robust": kl_robust.item()}.items():
-            writer.add_scalar(key, value, global_step)
-        mean_ret = float(np.mean(epoch_returns)) if epoch_returns else float("nan")
-        mean_cost = float(np.mean(epoch_costs)) if epoch_costs else float("nan")
-        progress_rows.append(dict(epoch=epoch, global_step=global_step, episodic_return=mean_ret,
-                                  episodic_cost=mean_cost, cumulative_cost=cumulative_cost, SPS=round(sps, 1),
-                                  wall_time=round(time.time() - start_time, 1)))
-        write_csv(os.path.join(run_dir, "progress.csv"), progress_rows)
-        print(f"epoch {epoch} step {global_step} SPS {sps:.0f} return {mean_ret:.1f} cost {mean_cost:.2f} "
-              f"lam {lam:.3g} actor steps {actor_steps_done}", flush=True)
-        last = global_step >= args.total_timesteps
-        if last or (args.eval_every and epoch % args.eval_every == 0):
-            save_checkpoint(os.path.join(run_dir, "model.pt"), networks, args, obs_dim, act_dim, global_step)
-            results = evaluate(actor, qr, qc, args, None if last else args.eval_every_attackers)
-            for attacker, r in results.items():
-                writer.add_scalar(f"eval/{attacker}/return", r["return_mean"], global_step)
-                writer.add_scalar(f"eval/{attacker}/cost", r["cost_mean"], global_step)
-                eval_rows.append(dict(epoch=epoch, global_step=global_step,
-                                      wall_time=progress_rows[-1]["wall_time"], attacker=attacker,
-                                      return_mean=r["return_mean"], cost_mean=r["cost_mean"],
-                                      episodes=r["episodes"]))
-                print(f"eval {attacker:8s} return {r['return_mean']:8.2f} +- {r['return_std']:.2f}  "
-                      f"cost {r['cost_mean']:6.2f} +- {r['cost_std']:.2f}", flush=True)
-            write_csv(os.path.join(run_dir, "evals.csv"), eval_rows)
-            natural = results.get("none")
-            if natural and better_than_best((natural["return_mean"], natural["cost_mean"]), best, args.cost_limit):
-                best = (natural["return_mean"], natural["cost_mean"])
-                save_checkpoint(os.path.join(run_dir, "model_best.pt"), networks, args, obs_dim, act_dim, global_step)
-                print(f"model_best.pt: return {best[0]:.2f} cost {best[1]:.2f} at step {global_step}", flush=True)
-            if last:
-                write_json(os.path.join(run_dir, "eval.json"), eval_record(args, results, global_step))
+            epoch += 1
+            sps = steps * args.num_envs / (time.time() - epoch_time)
+            for key, value in {"charts/SPS": sps, "charts/rollout_SPS": rollout_sps, "losses/lam": lam,
+                               "losses/policy_loss": loss.item(), "losses/value_loss": v_loss.item(),
+                               "losses/q_loss": q_loss, "losses/approx_kl": approx_kl.item(),
+                               "losses/actor_steps": actor_steps_done,
+                               "losses/kl_robust": kl_robust.item()}.items():
+                writer.add_scalar(key, value, global_step)
+            mean_ret = float(np.mean(epoch_returns)) if epoch_returns else float("nan")
+            mean_cost = float(np.mean(epoch_costs)) if epoch_costs else float("nan")
+            wall_time += time.time() - epoch_time
+            progress_rows.append(dict(epoch=epoch, global_step=global_step, episodic_return=mean_ret,
+                                      episodic_cost=mean_cost, cumulative_cost=cumulative_cost, SPS=round(sps, 1),
+                                      wall_time=round(wall_time, 1)))
+            write_csv(os.path.join(run_dir, "progress.csv"), progress_rows)
+            minutes = (time.time() - session_start) / 60
+            eta_min = minutes * (end_step - global_step) / max(global_step - session_start_step, 1)
+            print(f"epoch {epoch} | step {global_step:,}/{end_step:,} ({100 * global_step / end_step:.0f}%) | "
+                  f"{wall_time / 60:.1f} min, ETA {eta_min:.1f} min | SPS {sps:.0f} | return {mean_ret:.1f} "
+                  f"cost {mean_cost:.2f} | lam {lam:.3g} actor steps {actor_steps_done}", flush=True)
+            last = global_step >= end_step
+            eval_start = time.time()
+            if last or (args.eval_every and epoch % args.eval_every == 0):
+                save_checkpoint(os.path.join(run_dir, "model.pt"), networks, args, obs_dim, act_dim, global_step)
+                results = evaluate(actor, qr, qc, args, None if last else args.eval_every_attackers)
+                for attacker, r in results.items():
+                    writer.add_scalar(f"eval/{attacker}/return", r["return_mean"], global_step)
+                    writer.add_scalar(f"eval/{attacker}/cost", r["cost_mean"], global_step)
+                    eval_rows.append(dict(epoch=epoch, global_step=global_step,
+                                          wall_time=progress_rows[-1]["wall_time"], attacker=attacker,
+                                          return_mean=r["return_mean"], cost_mean=r["cost_mean"],
+                                          episodes=r["episodes"]))
+                    print(f"eval {attacker:8s} return {r['return_mean']:8.2f} +- {r['return_std']:.2f}  "
+                          f"cost {r['cost_mean']:6.2f} +- {r['cost_std']:.2f}", flush=True)
+                write_csv(os.path.join(run_dir, "evals.csv"), eval_rows)
+                natural = results.get("none")
+                if natural and better_than_best((natural["return_mean"], natural["cost_mean"]), best, args.cost_limit):
+                    best = (natural["return_mean"], natural["cost_mean"])
+                    save_checkpoint(os.path.join(run_dir, "model_best.pt"), networks, args, obs_dim, act_dim, global_step)
+                    print(f"model_best.pt: return {best[0]:.2f} cost {best[1]:.2f} at step {global_step}", flush=True)
+                if last:
+                    write_json(os.path.join(run_dir, "eval.json"), eval_record(args, results, global_step))
+            wall_time += time.time() - eval_start
+            write_atomic(state_path, lambda tmp: torch.save(training_state(), tmp))
+            saved_step = global_step
+    except KeyboardInterrupt:
+        print(f"{ALGO}.py: stopped at step {global_step:,} of {end_step:,}; continue from the last epoch end "
+              f"(step {saved_step:,}) with: python {ALGO}.py --resume {run_dir}", file=sys.stderr, flush=True)
+        sys.exit(130)
     envs.close()
     writer.close()
     print(f"run directory: {run_dir}")
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
-    torch.set_num_threads(max(1, args.threads))
-    if args.eval_checkpoint:
-        eval_checkpoint(args)
-    else:
-        train(resolve_args(args))
+    signal.signal(signal.SIGTERM, interrupt)  # a cluster's preemption stops the run as Ctrl-C does
+    try:
+        args, state = parse_args()
+        torch.set_num_threads(max(1, args.threads))
+        if args.eval_checkpoint:
+            eval_checkpoint(args)
+        else:
+            train(resolve_args(args), state)
+    except KeyboardInterrupt:
+        print(f"{ALGO}.py: stopped before the first epoch ended", file=sys.stderr)
+        sys.exit(130)
