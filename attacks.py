@@ -30,30 +30,39 @@ def _pgd(objective, obs, eps_col, delta, steps, attack_lr, q_tol, s_tol):
     """Projected sign-gradient ascent of objective(obs + delta) -> (B,), per sample.
 
     Keeps the best iterate seen for each sample and freezes a sample once both its objective change and its
-    state change fall below q_tol and s_tol (Algorithm 3's early stop).
+    state change fall below q_tol and s_tol (Algorithm 3's early stop). Each iterate's objective is evaluated once,
+    with the graph that the next step's gradient is taken from.
     """
     step = attack_lr * eps_col
-    with torch.no_grad():
-        best_val = objective(obs + delta)
-    best_delta = delta.clone()
-    prev_val = best_val.clone()
-    active = torch.ones(obs.shape[0], dtype=torch.bool, device=obs.device)
-    for _ in range(steps):
-        if not active.any():
-            break
+
+    def value_and_graph(delta):
         with torch.enable_grad():  # callers may hold torch.no_grad()
             delta_var = delta.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(objective(obs + delta_var).sum(), delta_var)
+            return objective(obs + delta_var), delta_var
+
+    val, delta_var = value_and_graph(delta)
+    best_val, best_delta = val.detach(), delta.clone()
+    prev_val = best_val
+    active = torch.ones(obs.shape[0], dtype=torch.bool, device=obs.device)
+    for i in range(steps):
+        if not active.any():
+            break
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(val.sum(), delta_var)
         new_delta = _project(delta + step * grad.sign(), eps_col)
         new_delta = torch.where(active[:, None], new_delta, delta)
-        with torch.no_grad():
-            val = objective(obs + new_delta)
+        if i < steps - 1:
+            val, delta_var = value_and_graph(new_delta)
+        else:
+            with torch.no_grad():
+                val = objective(obs + new_delta)
+        new_val = val.detach()
         moved = (new_delta - delta).abs().amax(dim=1)
-        active = active & ~(((val - prev_val).abs() < q_tol) & (moved < s_tol))
-        better = val > best_val
-        best_val = torch.where(better, val, best_val)
+        active = active & ~(((new_val - prev_val).abs() < q_tol) & (moved < s_tol))
+        better = new_val > best_val
+        best_val = torch.where(better, new_val, best_val)
         best_delta = torch.where(better[:, None], new_delta, best_delta)
-        delta, prev_val = new_delta, val
+        delta, prev_val = new_delta, new_val
     return obs + best_delta
 
 

@@ -500,7 +500,8 @@ def load_train_state(run_dir):
     except Exception as exc:  # any unreadable file is the same bad input to the user
         fail(f"--resume: {path!r} is not a readable training state ({type(exc).__name__})")
     if not isinstance(state, dict) or state.get("algo") != ALGO:
-        fail(f"--resume {run_dir!r} holds a run of another script than {ALGO}.py")
+        other = state.get("algo", "another script") if isinstance(state, dict) else "another script"
+        fail(f"--resume {run_dir!r} holds a run of {other}.py, not of {ALGO}.py")
     return state
 
 

@@ -18,7 +18,11 @@ CASES = [(script, ["--env-id", "NoSuchEnv-v9"], "NoSuchEnv-v9") for script in SC
     ("ppol.py", ["--eps", "-1"], "-1"),
     ("ppol.py", ["--steps-per-epoch", "0"], "--steps-per-epoch"),
     ("adv_ppol.py", ["--eval-checkpoint", "/nonexistent/model.pt"], "/nonexistent/model.pt"),
-]
+] + [(script, flags, needle) for script in ("cvpo.py", "safer.py", "ppol.py") for flags, needle in [
+    (["--env-id", "CartPole-v1"], "CartPole-v1"),  # registered, but with a discrete action space
+    (["--eps", "5"], "--eps must be in [0, 1]"),
+    (["--eval-checkpoint", "/"], "is a directory"),
+]]
 
 
 @pytest.mark.parametrize("script,flags,needle", CASES)
@@ -29,3 +33,16 @@ def test_bad_input(script, flags, needle, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("script,where", [("cvpo.py", "under a file"), ("safer.py", "a file"),
+                                          ("ppol.py", "under a read-only place")])
+def test_run_dir_that_cannot_be_made(script, where, tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    run_dir = {"under a file": a_file / "run", "a file": a_file, "under a read-only place": "/proc/no-such-run"}[where]
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, script), "--env-id", "SafetyBallCircle-v0",
+                           "--run-dir", str(run_dir)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(run_dir) in lines[0], proc.stderr

@@ -14,7 +14,8 @@ from recording import assert_eval_outputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--env-id", "SafetyBallCircle-v0", "--total-timesteps", "600", "--learning-starts", "200",
-        "--steps-per-epoch", "200", "--batch-size", "32", "--num-particles", "8", "--updates-per-step", "0.05",
+        "--num-envs", "1", "--steps-per-epoch", "200", "--batch-size", "32", "--num-particles", "8",
+        "--updates-per-step", "0.05",
         "--eval-episodes", "2", "--attack-steps", "3"]
 EVAL = ["--eval-episodes", "2", "--attack-steps", "3"]
 
@@ -157,3 +158,21 @@ def test_file_that_is_not_a_checkpoint(tmp_path):
     bogus = tmp_path / "model.pt"
     bogus.write_text("not a checkpoint")
     assert_clean_failure(run_script("--eval-checkpoint", str(bogus)), str(bogus))
+
+
+def test_evaluation_under_an_attacker_does_not_depend_on_what_ran_before(tmp_path):
+    """A car's motors keep the last command through a reset, so the episodes of an attacker evaluated after another
+    could start differently from the same attacker evaluated alone."""
+    torch.manual_seed(0)
+    args = cvpo.resolve_args(cvpo.Args(env_id="SafetyCarCircle-v0"))
+    networks = [cvpo.Actor(8, 2), *(cvpo.QNetwork(8, 2) for _ in range(3))]
+    ckpt = tmp_path / "model.pt"
+    cvpo.save_checkpoint(str(ckpt), *networks, args, 8, 2, 0)
+    results = {}
+    for attackers in (["none", "mc"], ["mc"]):
+        out = tmp_path / f"{'_'.join(attackers)}.json"
+        proc = run_script("--eval-checkpoint", str(ckpt), "--eval-attackers", *attackers, "--eval-output", str(out),
+                          *EVAL)
+        assert proc.returncode == 0, proc.stderr
+        results[len(attackers)] = json.loads(out.read_text())["results"]["mc"]
+    assert results[1] == results[2]

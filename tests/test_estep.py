@@ -125,3 +125,58 @@ def test_infeasible_cost_bound_stops_lam_at_its_cap():
     qr, qc = rng.normal(size=(8, 16)), 5 + rng.uniform(size=(8, 16))
     eta, lam = cvpo.solve_dual(qr, qc, 0.1, 1.0, np.array([1.0, 1.0]), lam_max=20.0)
     assert lam == pytest.approx(20.0) and np.isfinite(eta) and eta > 0
+
+
+def weights_kl(qr, qc, eta, lam):
+    """KL(q || uniform) of the weights (5), averaged over states."""
+    z = (qr - lam * qc) / eta
+    q = np.exp(z - z.max(1, keepdims=True))
+    q /= q.sum(1, keepdims=True)
+    return float((q * np.log(q * q.shape[1] + 1e-300)).sum(1).mean())
+
+
+def interior_lam_table(seed=3, n=64, k=32, scale=1.0):
+    """Q tables whose optimal lam lies inside (0, lam_max): the cost bound binds and can be met."""
+    rng = np.random.default_rng(seed)
+    qr = scale * rng.normal(0, 1, (n, k))
+    qc = scale * (rng.uniform(0, 1, (n, k)) + 0.5 * qr / scale)
+    qc_threshold = qc.mean() - 0.3 * np.sqrt(2 * 0.1) * qc.std(1).mean()
+    return qr, qc, qc_threshold
+
+
+@pytest.mark.parametrize("x0", [(1e-3, 0.0), (1e-6, 20.0), (1e6, 0.0), (100.0, 20.0)])
+def test_dual_solve_from_far_warm_starts_on_large_q_tables(x0):
+    """Q tables of scale 1e4 (an early critic's): every warm start, however far off, ends where the weights' KL
+    equals delta, and at the same (eta, lam) as a cold start."""
+    rng = np.random.default_rng(0)
+    qr, qc = 1e4 * rng.normal(size=(64, 32)), 1e4 * rng.uniform(size=(64, 32))
+    eta, lam = cvpo.solve_dual(qr, qc, 0.1, 1e9, np.array(x0))
+    assert weights_kl(qr, qc, eta, lam) == pytest.approx(0.1, rel=1e-3)
+    cold = cvpo.solve_dual(qr, qc, 0.1, 1e9, np.array([1.0, 0.0]))
+    assert eta == pytest.approx(cold[0], rel=1e-3) and lam == pytest.approx(cold[1], abs=1e-6)
+    assert max(cvpo.dual_residuals((eta, lam), qr, qc, 0.1, 1e9, 20.0)) < 1e-3
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e4])
+@pytest.mark.parametrize("x0", [(100.0, 20.0), (1e-3, 0.0), (1.0, 1.0)])
+def test_dual_solve_meets_both_conditions_with_lam_inside_the_box(scale, x0):
+    qr, qc, qc_threshold = interior_lam_table(scale=scale)
+    eta, lam = cvpo.solve_dual(qr, qc, 0.1, qc_threshold, np.array([x0[0] * scale, x0[1]]))
+    assert 0 < lam < 20
+    assert weights_kl(qr, qc, eta, lam) == pytest.approx(0.1, rel=1e-3)
+    z = (qr - lam * qc) / eta
+    q = np.exp(z - z.max(1, keepdims=True))
+    q /= q.sum(1, keepdims=True)
+    assert (q * qc).sum(1).mean() == pytest.approx(qc_threshold, abs=1e-3 * qc.std())  # the cost bound binds
+    g = cvpo.dual_function((eta, lam), qr, qc, 0.1, qc_threshold)[0]
+    assert g <= brute_force_min(qr / scale, qc / scale, 0.1, qc_threshold / scale) * scale + 1e-6 * scale
+
+
+@pytest.mark.parametrize("bad", ["reward", "cost"])
+def test_non_finite_q_table_stops_with_one_line_naming_the_critic(bad):
+    nan = lambda s, a: torch.full((len(a),), float("nan"))  # noqa: E731
+    finite = lambda s, a: a[:, 0]  # noqa: E731
+    with pytest.raises(SystemExit) as stop:
+        run_e_step(nan if bad == "reward" else finite, nan if bad == "cost" else finite, 1.0)
+    message = str(stop.value)
+    assert f"the {bad} critic diverged" in message and "\n" not in message

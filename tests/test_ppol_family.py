@@ -12,8 +12,8 @@ import torch
 import sa_ppol
 from recording import ROOT, assert_eval_outputs, recorded_run
 
-TINY = ["--env-id", "SafetyBallCircle-v0", "--total-timesteps", "2000", "--steps-per-epoch", "500",
-        "--num-envs", "5", "--q-steps", "5", "--eval-episodes", "2", "--attack-steps", "3",
+TINY = ["--env-id", "SafetyBallCircle-v0", "--total-timesteps", "800", "--steps-per-epoch", "200",
+        "--num-envs", "1", "--q-steps", "5", "--eval-episodes", "2", "--attack-steps", "3",
         "--train-attack-steps", "3"]
 
 
@@ -54,6 +54,6 @@ def test_adv_ppol_stores_attacked_observations_within_eps(attacker, tmp_path):
     change = np.abs(obs[1:] - next_obs[:-1]).max(axis=(1, 2))
     within_episode = (np.arange(len(change)) + 1) % 200 != 0
     assert (change[within_episode] <= 0.05 + 1e-6).all()
-    assert (change[100:][within_episode[100:]] > 0).all()  # epochs >= 1 run at eps_t = eps
-    assert (change[:99] < 1e-6).all()  # epoch 0: eps_t = 0 (float32 rounding only)
+    assert (change[200:][within_episode[200:]] > 0).all()  # epochs >= 1 run at eps_t = eps
+    assert (change[:199] < 1e-6).all()  # epoch 0: eps_t = 0 (float32 rounding only)
     assert_outputs(run_dir)

@@ -118,7 +118,8 @@ def test_adv_dual_max_caps_beta_adv_only():
 
 
 TINY = ["--env-id", "SafetyBallCircle-v0", "--total-timesteps", "800", "--learning-starts", "200",
-        "--steps-per-epoch", "200", "--batch-size", "32", "--num-particles", "8", "--updates-per-step", "0.05",
+        "--num-envs", "1", "--steps-per-epoch", "200", "--batch-size", "32", "--num-particles", "8",
+        "--updates-per-step", "0.05",
         "--eval-episodes", "2", "--attack-steps", "3", "--adv-start-epoch", "1", "--adv-ramp-epochs", "1",
         "--train-attack-steps", "3"]
 
@@ -129,8 +130,8 @@ def test_benign_data_only_and_outputs(tmp_path):
     # the stored state of step t+1 is exactly the stored next state of step t, except at the 200-step episode
     # boundaries: nothing was perturbed, although eps_t reached eps during the run
     same = np.all(obs[1:] == next_obs[:-1], axis=(1, 2))
-    assert obs.shape[:2] == (400, 2)
-    assert np.flatnonzero(~same).tolist() == [199]  # 400 vector steps, the reset after step 200
+    assert obs.shape[:2] == (800, 1)
+    assert np.flatnonzero(~same).tolist() == [199, 399, 599]  # 800 steps of one env, a reset every 200
     record = json.loads((run_dir / "eval.json").read_text())
     assert set(record["results"]) == {"none", "mc", "mr", "mad", "uniform"}
     assert (run_dir / "model.pt").exists() and (run_dir / "progress.csv").exists()
@@ -194,8 +195,8 @@ def test_adv_kl_anchor_old_is_eq_62_as_written():
 
 
 OLD_POLICY_FLAGS = ["--env-id", "SafetyBallCircle-v0", "--total-timesteps", "800", "--learning-starts", "200",
-                    "--steps-per-epoch", "200", "--batch-size", "32", "--num-particles", "8", "--updates-per-step",
-                    "0.05", "--eval-episodes", "1", "--eval-attackers", "none"]
+                    "--num-envs", "1", "--steps-per-epoch", "200", "--batch-size", "32", "--num-particles", "8",
+                    "--updates-per-step", "0.05", "--eval-episodes", "1", "--eval-attackers", "none"]
 
 
 @pytest.mark.parametrize("module, iteration_steps, copies",

@@ -1,8 +1,9 @@
 """Sweep runner: a grid of methods x env ids x seeds, a pool of worker processes, resumable.
 
 Each run writes into results/<env-id>/<method>/seed<N>/ (its run directory: progress.csv, eval.json, model.pt,
-TensorBoard events, train.log). A run whose eval.json exists is skipped, so an interrupted sweep resumes where it
-stopped; a failed run is reported with its log path and the others go on.
+TensorBoard events, train.log). A run whose eval.json exists is skipped and an unfinished one (train_state.pt, no
+eval.json) continues with --resume from its last epoch end, so an interrupted sweep goes on where it stopped; a
+failed run is reported with its log path and the others go on.
 
     python tools/benchmark.py --methods safer cvpo --env-ids SafetyCarCircle-v0 --seeds 1 2 3 \
         --extra='--total-timesteps 100000'
@@ -69,12 +70,17 @@ def run_one(job):
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     cmd = [sys.executable, os.path.join(ROOT, script), "--env-id", env_id, "--seed", str(seed), "--run-dir", run_dir,
            "--threads", "1", *flags, *extra]
+    resume = os.path.exists(os.path.join(run_dir, "train_state.pt"))
+    if resume:  # the same command with --resume: the script refuses it if a flag now differs from the run's own
+        cmd += ["--resume", run_dir]
     start = time.time()
-    with open(log, "w") as f:
+    with open(log, "a" if resume else "w") as f:
         f.write(" ".join(shlex.quote(c) for c in cmd) + "\n")
         f.flush()
         code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
     status = f"done in {(time.time() - start) / 60:.1f} min" if code == 0 else f"FAILED (exit {code})"
+    if resume:
+        status = "resumed, " + status
     return job, status, log
 
 

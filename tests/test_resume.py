@@ -1,0 +1,192 @@
+"""--resume: a run killed at any point and resumed ends with the files of the same run uninterrupted; unfinished run
+directories are never reused silently; Ctrl-C and SIGTERM stop with one line that says how to resume."""
+
+import csv
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Ball-Circle episodes are 200 steps: with one env, an epoch of 200 steps is one episode and 800 steps are 4 epochs
+BALL = ["--env-id", "SafetyBallCircle-v0", "--num-envs", "1", "--steps-per-epoch", "200", "--eval-episodes", "2",
+        "--attack-steps", "3", "--eval-every", "2", "--eval-every-attackers", "none"]
+OFF_POLICY = ["--learning-starts", "200", "--batch-size", "32", "--num-particles", "8", "--updates-per-step", "0.05"]
+FAMILIES = {
+    "cvpo.py": BALL + OFF_POLICY,
+    # eps_t > 0 from epoch 2 on, so the attack inside the update and the schedule are part of what must repeat
+    "safer.py": BALL + OFF_POLICY + ["--adv-start-epoch", "1", "--adv-ramp-epochs", "2", "--train-attack-steps", "2"],
+    "ppol.py": BALL + ["--actor-steps", "3", "--critic-steps", "3", "--q-steps", "3"],
+}
+
+
+def command(script, *flags):
+    return [sys.executable, os.path.join(ROOT, script), *flags]
+
+
+def run(script, *flags):
+    return subprocess.run(command(script, *flags), capture_output=True, text=True, cwd=ROOT, timeout=600)
+
+
+def saved_epoch(run_dir):
+    try:
+        return torch.load(os.path.join(run_dir, "train_state.pt"), weights_only=True)["epoch"]
+    except (FileNotFoundError, EOFError, RuntimeError):
+        return None
+
+
+def start_and_wait(script, flags, run_dir, epoch):
+    """Start a run and return its process once the training state of `epoch` is on disk."""
+    proc = subprocess.Popen(command(script, *flags, "--run-dir", str(run_dir)), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while (saved_epoch(run_dir) or 0) < epoch:
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.01)
+    return proc
+
+
+def table(path, drop=()):
+    with open(path) as f:
+        return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(f)]
+
+
+def assert_same_run(first, second):
+    """progress.csv (SPS and wall time aside), evals.csv (wall time aside) and eval.json are the same."""
+    assert table(first / "progress.csv", ("SPS", "wall_time")) == table(second / "progress.csv", ("SPS", "wall_time"))
+    assert table(first / "evals.csv", ("wall_time",)) == table(second / "evals.csv", ("wall_time",))
+    assert json.loads((first / "eval.json").read_text()) == json.loads((second / "eval.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def straight_runs(tmp_path_factory):
+    """Each family's 4-epoch run, uninterrupted."""
+    runs = {}
+    for script, flags in FAMILIES.items():
+        run_dir = tmp_path_factory.mktemp("straight") / script.removesuffix(".py")
+        proc = run(script, *flags, "--total-timesteps", "800", "--run-dir", str(run_dir))
+        assert proc.returncode == 0, proc.stderr
+        runs[script] = run_dir
+    return runs
+
+
+@pytest.mark.parametrize("script", FAMILIES)
+def test_killed_inside_epoch_3_and_resumed_is_the_uninterrupted_run(script, straight_runs, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = start_and_wait(script, [*FAMILIES[script], "--total-timesteps", "800"], run_dir, epoch=2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert saved_epoch(run_dir) == 2 and not (run_dir / "eval.json").exists()
+    resumed = run(script, "--resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed at step 400, epoch 2" in resumed.stdout
+    assert "warning" not in resumed.stdout
+    assert_same_run(straight_runs[script], run_dir)
+    assert not glob.glob(str(run_dir / "*.tmp*"))
+
+
+def test_finished_run_extended_by_a_larger_total_is_the_longer_run(straight_runs, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run("cvpo.py", *FAMILIES["cvpo.py"], "--total-timesteps", "400", "--run-dir", str(run_dir))
+    assert proc.returncode == 0, proc.stderr
+    assert_clean_failure(run("cvpo.py", "--resume", str(run_dir)), "--total-timesteps", "400")
+    proc = run("cvpo.py", "--resume", str(run_dir), "--total-timesteps", "800")
+    assert proc.returncode == 0, proc.stderr
+    straight = straight_runs["cvpo.py"]
+    assert table(straight / "progress.csv", ("SPS", "wall_time")) == table(run_dir / "progress.csv",
+                                                                           ("SPS", "wall_time"))
+    assert json.loads((straight / "eval.json").read_text()) == json.loads((run_dir / "eval.json").read_text())
+    # the progress lines say where the run is
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"run directory: {run_dir} (resumed at step 400, epoch 2)"
+    epoch_line = next(line for line in lines if line.startswith("epoch 3 |"))
+    assert "step 600/800 (75%)" in epoch_line and "min, ETA" in epoch_line and "SPS" in epoch_line
+    assert "return" in epoch_line and "cost" in epoch_line and "E-step temperature" in epoch_line
+    assert " eta " not in epoch_line
+
+
+def test_tensorboard_continues_without_duplicate_points(straight_runs, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    run_dir = tmp_path / "run"
+    proc = start_and_wait("cvpo.py", [*FAMILIES["cvpo.py"], "--total-timesteps", "800"], run_dir, epoch=2)
+    time.sleep(0.1)  # into epoch 3: its episode and loss points reach the events file before the kill
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert run("cvpo.py", "--resume", str(run_dir)).returncode == 0
+
+    def points(path):
+        scalars = EventAccumulator(str(path)).Reload()
+        return {tag: [(e.step, e.value) for e in scalars.Scalars(tag)] for tag in scalars.Tags()["scalars"]
+                if tag != "charts/SPS"}
+    assert points(run_dir) == points(straight_runs["cvpo.py"])
+
+
+def assert_clean_failure(proc, *needles):
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("script,sig", [("cvpo.py", signal.SIGINT), ("ppol.py", signal.SIGTERM)])
+def test_ctrl_c_and_sigterm_stop_with_one_line_naming_the_resume_command(script, sig, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = start_and_wait(script, [*FAMILIES[script], "--total-timesteps", "400"], run_dir, epoch=1)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and f"--resume {run_dir}" in lines[0], stderr
+    assert not glob.glob(str(run_dir / "*.tmp*"))
+    assert run(script, "--resume", str(run_dir)).returncode == 0
+    assert (run_dir / "eval.json").exists()
+
+
+def test_unfinished_or_finished_run_directory_is_not_reused_silently(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = start_and_wait("cvpo.py", [*FAMILIES["cvpo.py"], "--total-timesteps", "800"], run_dir, epoch=1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    again = run("cvpo.py", *FAMILIES["cvpo.py"], "--total-timesteps", "800", "--run-dir", str(run_dir))
+    assert_clean_failure(again, "unfinished", f"--resume {run_dir}")
+    assert run("cvpo.py", "--resume", str(run_dir)).returncode == 0
+    again = run("cvpo.py", *FAMILIES["cvpo.py"], "--total-timesteps", "800", "--run-dir", str(run_dir))
+    assert_clean_failure(again, "finished", "--resume")
+
+
+def test_resume_refuses_a_conflicting_flag_and_a_directory_without_a_run(tmp_path):
+    run_dir = tmp_path / "run"
+    assert run("cvpo.py", *FAMILIES["cvpo.py"], "--total-timesteps", "200", "--run-dir", str(run_dir)).returncode == 0
+    assert_clean_failure(run("cvpo.py", "--resume", str(run_dir), "--seed", "2"), "--seed 2", "1")
+    assert_clean_failure(run("cvpo.py", "--resume", str(run_dir), "--batch-size", "64", "--total-timesteps",
+                             "400"), "--batch-size 64")
+    assert_clean_failure(run("cvpo.py", "--resume", str(tmp_path)), str(tmp_path), "train_state.pt")
+    assert_clean_failure(run("ppol.py", "--resume", str(run_dir), "--total-timesteps", "400"), "cvpo.py")
+    # a flag equal to the stored value is no conflict
+    proc = run("cvpo.py", "--resume", str(run_dir), "--seed", "1", "--total-timesteps", "400")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_sweep_runner_resumes_an_unfinished_run(straight_runs, tmp_path):
+    flags = [f for f in FAMILIES["cvpo.py"] if f not in ("--env-id", "SafetyBallCircle-v0")] + ["--total-timesteps",
+                                                                                                  "800"]
+    run_dir = tmp_path / "results" / "SafetyBallCircle-v0" / "cvpo" / "seed1"
+    proc = start_and_wait("cvpo.py", ["--env-id", "SafetyBallCircle-v0", "--seed", "1", "--threads", "1", *flags],
+                          run_dir, epoch=2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    sweep = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "benchmark.py"), "--methods", "cvpo",
+                            "--env-ids", "SafetyBallCircle-v0", "--seeds", "1", "--workers", "1", "--results-dir",
+                            str(tmp_path / "results"), f"--extra={' '.join(flags)}"], capture_output=True, text=True,
+                           cwd=ROOT, timeout=600)
+    assert sweep.returncode == 0, sweep.stdout + sweep.stderr
+    assert "seed1: resumed, done" in sweep.stdout
+    assert_same_run(straight_runs["cvpo.py"], run_dir)
