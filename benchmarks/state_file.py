@@ -27,6 +27,10 @@ class Args:
     """safer.py training env steps/s to turn milliseconds into a share of an epoch"""
     ppol_sps: float = 1400.0
     """ppol.py training env steps/s, likewise"""
+    safer_epoch_steps: int = 3000
+    """env steps of a safer.py epoch (its default)"""
+    ppol_epoch_steps: int = 12_000
+    """env steps of a ppol.py epoch (10,000 rounded up to whole 300-step episodes in each of 10 envs)"""
     repeats: int = 5
     """writes timed per script (the median is reported)"""
 
@@ -50,6 +54,7 @@ def full_buffer(state):
 
 def main(args):
     sps = {"safer": args.safer_sps, "ppol": args.ppol_sps}
+    epoch_steps = {"safer": args.safer_epoch_steps, "ppol": args.ppol_epoch_steps}
     with tempfile.TemporaryDirectory() as tmp:
         for script, flags in RUNS.items():
             run_dir = os.path.join(tmp, script)
@@ -65,10 +70,10 @@ def main(args):
                 os.replace(path + ".tmp", path)
                 times.append(time.perf_counter() - start)
             ms = sorted(times)[len(times) // 2] * 1000
-            epoch_steps = state["args"]["steps_per_epoch"] if script == "safer" else 12_000
-            epoch_s = epoch_steps / sps[script]
+            epoch_s = epoch_steps[script] / sps[script]
             print(f"{script}: {os.path.getsize(path) / 1e6:.1f} MB, {ms:.0f} ms per write; an epoch of "
-                  f"{epoch_steps} steps at {sps[script]:.0f} steps/s takes {epoch_s:.1f} s: {100 * ms / 1000 / epoch_s:.2f}%")
+                  f"{epoch_steps[script]} steps at {sps[script]:.0f} steps/s takes {epoch_s:.1f} s: "
+                  f"{100 * ms / 1000 / epoch_s:.2f}%")
 
 
 if __name__ == "__main__":
