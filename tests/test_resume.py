@@ -24,6 +24,13 @@ FAMILIES = {
     "safer.py": BALL + OFF_POLICY + ["--adv-start-epoch", "1", "--adv-ramp-epochs", "2", "--train-attack-steps", "2"],
     "ppol.py": BALL + ["--actor-steps", "3", "--critic-steps", "3", "--q-steps", "3"],
 }
+# the other three scripts, the same checks: each writes and restores its own state (eps_t > 0 from epoch 2 on)
+ATTACKED = ["--adv-start-epoch", "1", "--adv-ramp-epochs", "2", "--train-attack-steps", "2"]
+OTHERS = {
+    "adv_cvpo.py": BALL + OFF_POLICY + ATTACKED,
+    "sa_ppol.py": FAMILIES["ppol.py"] + ["--train-attack-steps", "2"],
+    "adv_ppol.py": FAMILIES["ppol.py"] + ATTACKED,
+}
 
 
 def command(script, *flags):
@@ -69,7 +76,7 @@ def assert_same_run(first, second):
 def straight_runs(tmp_path_factory):
     """Each family's 4-epoch run, uninterrupted."""
     runs = {}
-    for script, flags in FAMILIES.items():
+    for script, flags in {**FAMILIES, **OTHERS}.items():
         run_dir = tmp_path_factory.mktemp("straight") / script.removesuffix(".py")
         proc = run(script, *flags, "--total-timesteps", "800", "--run-dir", str(run_dir))
         assert proc.returncode == 0, proc.stderr
@@ -77,10 +84,11 @@ def straight_runs(tmp_path_factory):
     return runs
 
 
-@pytest.mark.parametrize("script", FAMILIES)
+@pytest.mark.parametrize("script", [*FAMILIES, *OTHERS])
 def test_killed_inside_epoch_3_and_resumed_is_the_uninterrupted_run(script, straight_runs, tmp_path):
     run_dir = tmp_path / "run"
-    proc = start_and_wait(script, [*FAMILIES[script], "--total-timesteps", "800"], run_dir, epoch=2)
+    flags = {**FAMILIES, **OTHERS}[script]
+    proc = start_and_wait(script, [*flags, "--total-timesteps", "800"], run_dir, epoch=2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert saved_epoch(run_dir) == 2 and not (run_dir / "eval.json").exists()
