@@ -4,7 +4,7 @@ Single-file reference implementation. PPO-Lagrangian (eq. 69-70, PID multiplier)
 MC-attacked observations (MR with --attacker mr) at every rollout step and learns from them: the rollout stores
 nu(s), and the ratio, advantages and values are all computed on nu(s). The budget ramps up as eq. (67). The
 attacker's own Q_r(s, a), Q_c(s, a) are trained off-policy on the clean states of the rollouts.
-See ../shared/spec.md sections 1, 6, 7, 8.
+See docs/adv_ppol.md and docs/conventions.md.
 """
 
 import os
@@ -15,6 +15,7 @@ import csv
 import json
 import random
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -33,7 +34,7 @@ from attacks import ATTACKERS, perturb
 
 ALGO = "adv_ppol"
 
-# Table 4 (on-policy) and the attack budget eps of spec section 1, per env id.
+# Table 4 (on-policy) and the attack budget eps of docs/conventions.md, per env id.
 PRESETS = {
     "SafetyBallCircle-v0": dict(steps_per_epoch=45_000, actor_steps=80, actor_lr=5e-4, eps=0.05),
     "SafetyCarCircle-v0": dict(steps_per_epoch=45_000, actor_steps=80, actor_lr=3e-4, eps=0.05),
@@ -590,9 +591,25 @@ def better_than_best(natural, best, cost_limit):
     return natural[1] <= cost_limit and natural[0] > best[0]
 
 
+def git_commit():
+    """The commit this script was run from, with "+" if its .py files differ from it; None outside a git checkout."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "*.py"], cwd=here,
+                                 capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if commit.returncode != 0:
+        return None
+    return commit.stdout.strip() + ("+" if changed.stdout.strip() else "")
+
+
 def eval_record(args, results, global_step):
+    """eval.json: the results with what made them, the full arguments and the code's commit."""
     return dict(algo=ALGO, env_id=args.env_id, seed=args.seed, eval_seed=args.eval_seed, global_step=global_step,
-                eps=args.eps, attack_steps=args.attack_steps, results=results)
+                eps=args.eps, attack_steps=args.attack_steps, commit=git_commit(), args=asdict(args),
+                results=results)
 
 
 def build_networks(obs_dim, act_dim):
@@ -746,7 +763,8 @@ def train(args, state=None):
                 for i in np.flatnonzero(infos.get("_final_observation", np.zeros(args.num_envs, bool))):
                     real_next_obs[i] = infos["final_observation"][i]
                 # next states stay clean: they only bootstrap the value at the rollout's cut and at truncations
-                rollout.add(seen_obs.numpy(), act.numpy(), rew, cost, real_next_obs, terminated, truncated, logp.numpy())
+                rollout.add(seen_obs.numpy(), act.numpy(), rew, cost, real_next_obs, terminated, truncated,
+                            logp.numpy())
                 buffer.add(obs, act.clamp(-1, 1).numpy(), rew, cost, real_next_obs, terminated)
                 obs = next_obs
                 global_step += args.num_envs
@@ -839,7 +857,8 @@ def train(args, state=None):
                 natural = results.get("none")
                 if natural and better_than_best((natural["return_mean"], natural["cost_mean"]), best, args.cost_limit):
                     best = (natural["return_mean"], natural["cost_mean"])
-                    save_checkpoint(os.path.join(run_dir, "model_best.pt"), networks, args, obs_dim, act_dim, global_step)
+                    save_checkpoint(os.path.join(run_dir, "model_best.pt"), networks, args, obs_dim, act_dim,
+                                    global_step)
                     print(f"model_best.pt: return {best[0]:.2f} cost {best[1]:.2f} at step {global_step}", flush=True)
                 if last:
                     write_json(os.path.join(run_dir, "eval.json"), eval_record(args, results, global_step))

@@ -1,4 +1,4 @@
-"""Observational attackers shared by every safer-rl script (spec section 2, paper Algorithm 3, eq. 68).
+"""Observational attackers shared by every safer-rl script (paper Algorithm 3, eq. 68; docs/conventions.md).
 
 Every attacker takes a batch of clean observations `obs` (B, obs_dim), a budget `eps` (float or (B,) tensor,
 0 allowed) and returns perturbed observations with |obs_adv - obs|_inf <= eps. Gradients are taken with

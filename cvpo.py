@@ -2,7 +2,7 @@
 
 Single-file reference implementation: safe off-policy RL by EM. The E-step re-weights K action particles per
 state by solving the convex dual (6); the M-step fits the Gaussian policy to those weights under a decoupled
-KL trust region (7). See ../shared/spec.md sections 1, 3, 7, 8.
+KL trust region (7). See docs/cvpo.md and docs/conventions.md.
 """
 
 import os
@@ -13,6 +13,7 @@ import csv
 import json
 import random
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -32,7 +33,7 @@ from attacks import ATTACKERS, gaussian_kl, perturb
 
 ALGO = "cvpo"
 
-# Table 4 (off-policy) and the attack budget eps of spec section 1, per env id.
+# Table 4 (off-policy) and the attack budget eps of docs/conventions.md, per env id.
 PRESETS = {
     "SafetyBallCircle-v0": dict(num_particles=32, mstep_iters=6, estep_kl=0.05, mstep_kl=0.02, actor_lr=0.002,
                                 critic_lr=0.001, buffer_size=50_000, eps=0.05),
@@ -650,9 +651,25 @@ def better_than_best(natural, best, cost_limit):
     return natural[1] <= cost_limit and natural[0] > best[0]
 
 
+def git_commit():
+    """The commit this script was run from, with "+" if its .py files differ from it; None outside a git checkout."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "*.py"], cwd=here,
+                                 capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if commit.returncode != 0:
+        return None
+    return commit.stdout.strip() + ("+" if changed.stdout.strip() else "")
+
+
 def eval_record(args, results, global_step):
+    """eval.json: the results with what made them, the full arguments and the code's commit."""
     return dict(algo=ALGO, env_id=args.env_id, seed=args.seed, eval_seed=args.eval_seed, global_step=global_step,
-                eps=args.eps, attack_steps=args.attack_steps, results=results)
+                eps=args.eps, attack_steps=args.attack_steps, commit=git_commit(), args=asdict(args),
+                results=results)
 
 
 def load_checkpoint(args):

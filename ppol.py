@@ -4,7 +4,7 @@ Single-file reference implementation. On-policy rollouts from vector envs, GAE f
 separate value functions, the clipped surrogate combined with the cost advantage as in eq. (70), and the
 multiplier lam driven by a PID controller on the rollout's mean episodic cost. For the white-box MC and MR
 attackers it also trains Q_r(s, a) and Q_c(s, a) off-policy on a replay buffer of its own rollouts; they play no
-part in training the policy. See ../shared/spec.md sections 1, 6, 7, 8.
+part in training the policy. See docs/ppol.md and docs/conventions.md.
 """
 
 import os
@@ -15,6 +15,7 @@ import csv
 import json
 import random
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -33,7 +34,7 @@ from attacks import ATTACKERS, perturb
 
 ALGO = "ppol"
 
-# Table 4 (on-policy) and the attack budget eps of spec section 1, per env id.
+# Table 4 (on-policy) and the attack budget eps of docs/conventions.md, per env id.
 PRESETS = {
     "SafetyBallCircle-v0": dict(steps_per_epoch=45_000, actor_steps=80, actor_lr=5e-4, eps=0.05),
     "SafetyCarCircle-v0": dict(steps_per_epoch=45_000, actor_steps=80, actor_lr=3e-4, eps=0.05),
@@ -574,9 +575,25 @@ def better_than_best(natural, best, cost_limit):
     return natural[1] <= cost_limit and natural[0] > best[0]
 
 
+def git_commit():
+    """The commit this script was run from, with "+" if its .py files differ from it; None outside a git checkout."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "*.py"], cwd=here,
+                                 capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if commit.returncode != 0:
+        return None
+    return commit.stdout.strip() + ("+" if changed.stdout.strip() else "")
+
+
 def eval_record(args, results, global_step):
+    """eval.json: the results with what made them, the full arguments and the code's commit."""
     return dict(algo=ALGO, env_id=args.env_id, seed=args.seed, eval_seed=args.eval_seed, global_step=global_step,
-                eps=args.eps, attack_steps=args.attack_steps, results=results)
+                eps=args.eps, attack_steps=args.attack_steps, commit=git_commit(), args=asdict(args),
+                results=results)
 
 
 def build_networks(obs_dim, act_dim):
@@ -817,7 +834,8 @@ def train(args, state=None):
                 natural = results.get("none")
                 if natural and better_than_best((natural["return_mean"], natural["cost_mean"]), best, args.cost_limit):
                     best = (natural["return_mean"], natural["cost_mean"])
-                    save_checkpoint(os.path.join(run_dir, "model_best.pt"), networks, args, obs_dim, act_dim, global_step)
+                    save_checkpoint(os.path.join(run_dir, "model_best.pt"), networks, args, obs_dim, act_dim,
+                                    global_step)
                     print(f"model_best.pt: return {best[0]:.2f} cost {best[1]:.2f} at step {global_step}", flush=True)
                 if last:
                     write_json(os.path.join(run_dir, "eval.json"), eval_record(args, results, global_step))

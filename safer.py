@@ -3,7 +3,7 @@
 Single-file reference implementation. CVPO's constrained E-step (dual (6), weights (5)) followed by the robust
 M-step (62): the vanilla decoupled-KL M-step (7), plus maximum likelihood of the E-step's particles on
 MC-attacked states nu(s), plus a KL bound xi_adv between pi(.|s) and pi(.|nu(s)) (8). Only benign data is ever
-collected: the attack exists inside the update. See ../shared/spec.md sections 1, 3, 4, 7, 8.
+collected: the attack exists inside the update. See docs/safer.md and docs/conventions.md.
 """
 
 import os
@@ -14,6 +14,7 @@ import csv
 import json
 import random
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -33,7 +34,7 @@ from attacks import ATTACKERS, critic_attack, gaussian_kl, perturb
 
 ALGO = "safer"
 
-# Table 4 (off-policy, xi_adv of eq. 8 included) and the attack budget eps of spec section 1, per env id.
+# Table 4 (off-policy, xi_adv of eq. 8 included) and the attack budget eps of docs/conventions.md, per env id.
 PRESETS = {
     "SafetyBallCircle-v0": dict(num_particles=32, mstep_iters=6, estep_kl=0.05, mstep_kl=0.02, actor_lr=0.002,
                                 critic_lr=0.001, buffer_size=50_000, eps=0.05, xi_adv=0.05),
@@ -712,9 +713,25 @@ def better_than_best(natural, best, cost_limit):
     return natural[1] <= cost_limit and natural[0] > best[0]
 
 
+def git_commit():
+    """The commit this script was run from, with "+" if its .py files differ from it; None outside a git checkout."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "*.py"], cwd=here,
+                                 capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if commit.returncode != 0:
+        return None
+    return commit.stdout.strip() + ("+" if changed.stdout.strip() else "")
+
+
 def eval_record(args, results, global_step):
+    """eval.json: the results with what made them, the full arguments and the code's commit."""
     return dict(algo=ALGO, env_id=args.env_id, seed=args.seed, eval_seed=args.eval_seed, global_step=global_step,
-                eps=args.eps, attack_steps=args.attack_steps, results=results)
+                eps=args.eps, attack_steps=args.attack_steps, commit=git_commit(), args=asdict(args),
+                results=results)
 
 
 def load_checkpoint(args):
@@ -921,8 +938,8 @@ def train(args, state=None):
                 eta_min = minutes * (end_step - global_step) / max(global_step - session_start_step, 1)
                 print(f"epoch {epoch} | step {global_step:,}/{end_step:,} ({100 * global_step / end_step:.0f}%) | "
                       f"{wall_time / 60:.1f} min, ETA {eta_min:.1f} min | SPS {sps:.0f} | return {mean_ret:.1f} "
-                      f"cost {mean_cost:.2f} | E-step temperature {dual_x[0]:.3g} lam {dual_x[1]:.3g} | eps_t {eps_t:.3g} "
-                      f"kl_adv {stats.get('losses/kl_adv', 0):.3g} beta_adv {m_duals[2]:.3g} "
+                      f"cost {mean_cost:.2f} | E-step temperature {dual_x[0]:.3g} lam {dual_x[1]:.3g} | "
+                      f"eps_t {eps_t:.3g} kl_adv {stats.get('losses/kl_adv', 0):.3g} beta_adv {m_duals[2]:.3g} "
                       f"std {stats.get('losses/std', 0):.3g}", flush=True)
                 epoch_returns, epoch_costs = [], []
                 eps_t = eps_schedule(epoch, args.eps, args.adv_start_epoch, args.adv_ramp_epochs)

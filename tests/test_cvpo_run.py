@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -43,6 +44,10 @@ def test_run_writes_outputs(tiny_run):
     assert len(rows) == 1 + 3
     record = json.loads((tiny_run / "eval.json").read_text())
     assert set(record["results"]) == {"none", "mc", "mr", "mad", "uniform"}
+    # what made the numbers: every argument, presets resolved, and the code's commit
+    assert record["args"]["total_timesteps"] == 600 and record["args"]["num_particles"] == 8
+    assert record["args"]["mstep_iters"] == cvpo.PRESETS["SafetyBallCircle-v0"]["mstep_iters"]
+    assert record["commit"] is None or re.fullmatch(r"[0-9a-f]{40}\+?", record["commit"])
     for attacker, r in record["results"].items():
         assert r["episodes"] == 2 and len(r["returns"]) == 2 and len(r["costs"]) == 2
         assert r["eps"] == (0.0 if attacker == "none" else 0.05)

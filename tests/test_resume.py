@@ -65,11 +65,18 @@ def table(path, drop=()):
         return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(f)]
 
 
+def evaluation(run_dir):
+    """eval.json without the arguments, which hold the run directory and --resume."""
+    record = json.loads((run_dir / "eval.json").read_text())
+    record.pop("args")
+    return record
+
+
 def assert_same_run(first, second):
     """progress.csv (SPS and wall time aside), evals.csv (wall time aside) and eval.json are the same."""
     assert table(first / "progress.csv", ("SPS", "wall_time")) == table(second / "progress.csv", ("SPS", "wall_time"))
     assert table(first / "evals.csv", ("wall_time",)) == table(second / "evals.csv", ("wall_time",))
-    assert json.loads((first / "eval.json").read_text()) == json.loads((second / "eval.json").read_text())
+    assert evaluation(first) == evaluation(second)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +117,7 @@ def test_finished_run_extended_by_a_larger_total_is_the_longer_run(straight_runs
     straight = straight_runs["cvpo.py"]
     assert table(straight / "progress.csv", ("SPS", "wall_time")) == table(run_dir / "progress.csv",
                                                                            ("SPS", "wall_time"))
-    assert json.loads((straight / "eval.json").read_text()) == json.loads((run_dir / "eval.json").read_text())
+    assert evaluation(straight) == evaluation(run_dir)
     # the progress lines say where the run is
     lines = proc.stdout.splitlines()
     assert lines[0] == f"run directory: {run_dir} (resumed at step 400, epoch 2)"
@@ -191,7 +198,7 @@ def test_sweep_runner_resumes_an_unfinished_run(straight_runs, tmp_path):
                           run_dir, epoch=2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    sweep = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "benchmark.py"), "--methods", "cvpo",
+    sweep = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "sweep.py"), "--methods", "cvpo",
                             "--env-ids", "SafetyBallCircle-v0", "--seeds", "1", "--workers", "1", "--results-dir",
                             str(tmp_path / "results"), f"--extra={' '.join(flags)}"], capture_output=True, text=True,
                            cwd=ROOT, timeout=600)

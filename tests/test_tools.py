@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import report  # noqa: E402
-import time_to_target  # noqa: E402
+from tools.diagnostics import time_to_target  # noqa: E402
 
 ENV = "SafetyCarCircle-v0"
 
@@ -99,7 +99,7 @@ def test_end_labels_of_close_curves_do_not_overlap():
 def test_sweep_skips_finished_runs_and_survives_failures(tmp_path):
     results = tmp_path / "results"
     fabricate(results, "cvpo", 1, (1, 0), (1, 0), (1, 0))  # finished: has eval.json
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "benchmark.py"), "--methods", "cvpo",
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "sweep.py"), "--methods", "cvpo",
                            "ppol", "--env-ids", ENV, "--seeds", "1", "2", "--workers", "2", "--results-dir",
                            str(results), "--extra=--total-timesteps 0"], capture_output=True, text=True,
                           timeout=600)
@@ -130,9 +130,9 @@ def test_robust_fit_meets_the_bound_and_writes_its_record(tmp_path):
     ckpt, out = tmp_path / "model.pt", tmp_path / "fit.json"
     sharp_checkpoint(ckpt)
     # a subprocess: bullet-safety-gym redirects the C stdout, which pytest's capture does not allow in-process
-    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "robust_fit.py"), "--checkpoint", str(ckpt),
+    subprocess.run([sys.executable, "-m", "tools.diagnostics.robust_fit", "--checkpoint", str(ckpt),
                     "--updates", "120", "--ramp-updates", "40", "--report-every", "40", "--num-states", "400",
-                    "--eval-episodes", "1", "--attack-steps", "2", "--output", str(out)], check=True)
+                    "--eval-episodes", "1", "--attack-steps", "2", "--output", str(out)], check=True, cwd=ROOT)
     record = json.loads(out.read_text())
     first, last = record["reports"][0], record["reports"][-1]
     assert [r["update"] for r in record["reports"]] == [0, 40, 80, 120]
@@ -146,14 +146,14 @@ def test_robust_fit_rejects_a_missing_or_foreign_checkpoint(tmp_path):
     import torch
     torch.save(dict(algo="ppol"), tmp_path / "other.pt")
     for path, message in ((tmp_path / "missing.pt", "does not exist"), (tmp_path / "other.pt", "not a cvpo.py")):
-        proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "robust_fit.py"), "--checkpoint",
-                               str(path)], capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "tools.diagnostics.robust_fit", "--checkpoint",
+                               str(path)], capture_output=True, text=True, cwd=ROOT)
         assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr
 
 
 def mean_vs_sample(*flags):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "tools", "mean_vs_sample.py"), *flags],
-                          capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "tools.diagnostics.mean_vs_sample", *flags],
+                          capture_output=True, text=True, cwd=ROOT)
 
 
 def save_ball_checkpoint(path, actor, seed):
@@ -235,8 +235,8 @@ def test_time_to_target_finds_the_first_evaluation_meeting_reward_and_cost(tmp_p
     assert "training episodes" not in text  # no progress.csv
     mc = time_to_target.report_run(str(run_dir), time_to_target.Args(run_dirs=(str(run_dir),), attacker="mc"))
     assert "first never; 0 of 6 evaluations" in mc
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "time_to_target.py"), "--run-dirs",
-                           str(tmp_path)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "tools.diagnostics.time_to_target", "--run-dirs",
+                           str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == f"time_to_target.py: error: {str(tmp_path)!r} has no evals.csv (a run of an " \
                                   f"older version, or not a run directory)"

@@ -1,10 +1,10 @@
 """Report from results/: the paper's Table 5 (and Tables 6 and 8) beside ours, Figure 2, robustness curves against eps.
 
-    python tools/report.py [--results-dir results] [--robustness]
+    python tools/report.py [--results-dir results] [--robustness] [--readme]
 
-Writes <results-dir>/table5.md, <results-dir>/<env-id>/figure2.png and, with --robustness (re-evaluates every saved
-model.pt under MC at eps from 0 to 2x the env's eps, cached per run in robustness.json),
-<results-dir>/<env-id>/robustness.png.
+Writes <results-dir>/table5.md, <results-dir>/<env-id>/figure2.png, with --robustness (re-evaluates every saved
+model.pt under MC at eps from 0 to 2x the env's eps, cached per run in robustness.json)
+<results-dir>/<env-id>/robustness.png, and with --readme the results tables of README.md.
 """
 
 import glob
@@ -21,18 +21,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import tyro  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from sweep import METHODS  # noqa: E402  (tools/ is this script's folder, so on its path)
 
-METHOD_ORDER = ["safer", "safer_no_vm", "safer_no_kl", "safer_no_mle", "cvpo", "cvpo_random", "adv_cvpo",
-                "adv_em_cvpo", "ppol", "sa_ppol", "sa_ppol_mc", "adv_ppol"]
-LABELS = {"safer": "SAFER", "safer_no_vm": "SAFER w/o vanilla M-step", "safer_no_kl": "SAFER w/o adv. KL",
-          "safer_no_mle": "SAFER w/o adv. MLE", "cvpo": "CVPO-vanilla", "cvpo_random": "CVPO-random",
-          "adv_cvpo": "ADV-CVPO", "adv_em_cvpo": "ADV-EM-CVPO", "ppol": "PPOL", "sa_ppol": "SA-PPOL",
-          "sa_ppol_mc": "SA-PPOL(MC)", "adv_ppol": "ADV-PPOL"}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(ROOT, "README.md")
+README_START, README_END = "<!-- results: written by python tools/report.py --readme -->", "<!-- end of results -->"
+
+METHOD_ORDER = list(METHODS)
+LABELS = {method: label for method, (_, _, label) in METHODS.items()}
 SETTINGS = ("none", "mc", "mr")
 # one colour per method in every plot (tab10 has only 10); on-policy methods dashed
-COLORS = dict(zip(METHOD_ORDER, [plt.get_cmap("tab10")(i) for i in range(10)] + ["black", "darkblue"]))
-ON_POLICY = {"ppol", "sa_ppol", "sa_ppol_mc", "adv_ppol"}
+COLORS = dict(zip(METHOD_ORDER, [plt.get_cmap("tab10")(i) for i in range(10)] + ["black", "darkblue", "olive"]))
+ON_POLICY = {method for method, (script, _, _) in METHODS.items() if "ppol" in script}
+COST_LIMIT = 5.0
 
 
 def style(method):
@@ -88,6 +89,8 @@ PAPER_TABLES = {
 class Args:
     results_dir: str = "results"
     """root of results/<env-id>/<method>/seed<N>/"""
+    readme: bool = False
+    """also rewrite the results tables of README.md (between its two results markers)"""
     robustness: bool = False
     """re-evaluate saved checkpoints under MC at eps from 0 to 2x the env's eps (slow; cached per run)"""
     robustness_points: int = 5
@@ -120,6 +123,8 @@ def table(results_dir):
     out = {}
     for env_dir in sorted(glob.glob(os.path.join(results_dir, "*"))):
         env_id = os.path.basename(env_dir)
+        if env_id == "experiments":  # one-off runs, kept apart from the tables
+            continue
         for method in METHOD_ORDER:
             runs = [v for v in (seed_values(d) for d in seed_dirs(results_dir, env_id, method)) if v is not None]
             if runs:
@@ -147,6 +152,39 @@ def markdown(stats):
             lines.append(f"| {LABELS[method]} | {n} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def readme_tables(stats):
+    """One table per env: mean +- std over seeds of reward / cost per setting, the paper's figure in brackets, and
+    in bold the cells whose mean cost is within the limit."""
+    lines = []
+    for env_id, methods in stats.items():
+        lines += [f"**{env_id}**", "", "| method | seeds | natural | MC | MR |", "|---|---|---|---|---|"]
+        paper = PAPER_TABLES.get(env_id, {})
+        for method, (mean, std, n) in methods.items():
+            cells = []
+            for i in range(3):
+                cell = f"{mean[i, 0]:.1f} +- {std[i, 0]:.1f} / {mean[i, 1]:.2f} +- {std[i, 1]:.2f}"
+                if mean[i, 1] <= COST_LIMIT:
+                    cell = f"**{cell}**"
+                if method in paper:
+                    cell += f" [{paper[method][2 * i]:.1f} / {paper[method][2 * i + 1]:.2f}]"
+                cells.append(cell)
+            lines.append(f"| {LABELS[method]} | {n} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_readme_tables(stats, path):
+    """Replace what lies between README's results markers, atomically."""
+    text = open(path).read()
+    if README_START not in text or README_END not in text:
+        raise SystemExit(f"report.py: error: {path!r} has no results markers ({README_START} ... {README_END})")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    with open(path + ".tmp", "w") as f:
+        f.write(f"{head}{README_START}\n{readme_tables(stats)}{README_END}{tail}")
+    os.replace(path + ".tmp", path)
 
 
 def progress(run_dir):
@@ -251,6 +289,9 @@ def main(args):
         f.write(markdown(stats))
     os.replace(out + ".tmp", out)
     print(f"wrote {out}")
+    if args.readme:
+        write_readme_tables(stats, README)
+        print(f"wrote the results tables of {README}")
     for env_id in stats:
         path = os.path.join(args.results_dir, env_id, "figure2.png")
         figure2(args.results_dir, env_id, path)

@@ -6,14 +6,13 @@ step budget reports the rise of Q_c(s0, mu(nu(s0))) over the clean Q_c(s0, mu(s0
 part) would see: KL(pi(s0) || pi(nu(s0))) and the mean action shift. Last, the policy mean's sensitivity to
 each observation dimension, mean |d mu / d s_j|, beside that dimension's spread over the collected states.
 
-    python benchmarks/train_attack_steps.py --checkpoint runs/<run>/model.pt [--batch-size 128] [--eps 0.005]
+    python -m tools.diagnostics.train_attack_steps --checkpoint runs/<run>/model.pt [--batch-size 128] [--eps 0.005]
 """
 
 import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import sys
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -23,10 +22,8 @@ import numpy as np
 import torch
 import tyro
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import cvpo  # noqa: E402
-from attacks import critic_attack, gaussian_kl  # noqa: E402
+import cvpo
+from attacks import critic_attack, gaussian_kl
 
 
 @dataclass

@@ -5,7 +5,7 @@ TensorBoard events, train.log). A run whose eval.json exists is skipped and an u
 eval.json) continues with --resume from its last epoch end, so an interrupted sweep goes on where it stopped; a
 failed run is reported with its log path and the others go on.
 
-    python tools/benchmark.py --methods safer cvpo --env-ids SafetyCarCircle-v0 --seeds 1 2 3 \
+    python tools/sweep.py --methods safer cvpo --env-ids SafetyCarCircle-v0 --seeds 1 2 3 \
         --extra='--total-timesteps 100000'
 """
 
@@ -21,20 +21,22 @@ import tyro
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# method directory name -> (script, its flags)
+# The methods, in the paper's order: directory name under results/<env-id>/ -> (script, its flags, label). The
+# report reads this list too.
 METHODS = {
-    "safer": ("safer.py", []),
-    "safer_no_vm": ("safer.py", ["--no-vanilla-mstep"]),
-    "safer_no_kl": ("safer.py", ["--no-adv-kl"]),
-    "safer_no_mle": ("safer.py", ["--no-adv-mle"]),
-    "cvpo": ("cvpo.py", []),
-    "cvpo_random": ("cvpo.py", ["--random-noise"]),
-    "adv_cvpo": ("adv_cvpo.py", []),
-    "adv_em_cvpo": ("adv_cvpo.py", ["--attack-buffer"]),
-    "ppol": ("ppol.py", []),
-    "sa_ppol": ("sa_ppol.py", []),
-    "sa_ppol_mc": ("sa_ppol.py", ["--attacker", "mc"]),
-    "adv_ppol": ("adv_ppol.py", []),
+    "safer": ("safer.py", [], "SAFER"),
+    "safer_no_vm": ("safer.py", ["--no-vanilla-mstep"], "SAFER w/o vanilla M-step"),
+    "safer_no_kl": ("safer.py", ["--no-adv-kl"], "SAFER w/o adv. KL"),
+    "safer_no_mle": ("safer.py", ["--no-adv-mle"], "SAFER w/o adv. MLE"),
+    "cvpo": ("cvpo.py", [], "CVPO-vanilla"),
+    "cvpo_it600": ("cvpo.py", ["--iteration-steps", "600"], "CVPO, SAFER's EM iteration"),
+    "cvpo_random": ("cvpo.py", ["--random-noise"], "CVPO-random"),
+    "adv_cvpo": ("adv_cvpo.py", [], "ADV-CVPO"),
+    "adv_em_cvpo": ("adv_cvpo.py", ["--attack-buffer"], "ADV-EM-CVPO"),
+    "ppol": ("ppol.py", [], "PPOL"),
+    "sa_ppol": ("sa_ppol.py", [], "SA-PPOL"),
+    "sa_ppol_mc": ("sa_ppol.py", ["--attacker", "mc"], "SA-PPOL(MC)"),
+    "adv_ppol": ("adv_ppol.py", [], "ADV-PPOL"),
 }
 
 
@@ -61,7 +63,7 @@ def run_dir_of(results_dir, env_id, method, seed):
 def run_one(job):
     """Run one training job; returns (job, status, log path)."""
     method, env_id, seed, results_dir, extra = job
-    script, flags = METHODS[method]
+    script, flags, _ = METHODS[method]
     run_dir = run_dir_of(results_dir, env_id, method, seed)
     if os.path.exists(os.path.join(run_dir, "eval.json")):
         return job, "skipped (eval.json exists)", None
@@ -87,10 +89,10 @@ def run_one(job):
 def main(args):
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
-        raise SystemExit(f"benchmark.py: error: unknown method(s) {', '.join(unknown)}; "
+        raise SystemExit(f"sweep.py: error: unknown method(s) {', '.join(unknown)}; "
                          f"known: {', '.join(METHODS)}")
     if args.workers < 1:
-        raise SystemExit(f"benchmark.py: error: --workers must be >= 1, got {args.workers}")
+        raise SystemExit(f"sweep.py: error: --workers must be >= 1, got {args.workers}")
     extra = shlex.split(args.extra)
     jobs = [(m, e, s, args.results_dir, extra) for e in args.env_ids for m in args.methods for s in args.seeds]
     failed = []

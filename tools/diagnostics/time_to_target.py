@@ -1,12 +1,12 @@
-"""Time to target: when a run's deterministic policy first reached a reward and cost target, the way spec section 9
-measures the figures to beat (test episodes during training, first evaluation with reward >= R and cost <= C).
+"""Time to target: when a run's deterministic policy first reached a reward and cost target, the way FSRL's trainers
+are compared here (test episodes during training, first evaluation with reward >= R and cost <= C).
 
 Reads each run directory's evals.csv (written by every script; one row per evaluation and attacker, so pass
 --eval-every N to get a curve) and prints, per run, the first evaluation that meets the target, how many of its
 evaluations did, and the last one. Training episodes (progress.csv) are reported the same way beside it, since
 a stochastic policy can meet a cost limit that its mean action breaks.
 
-    python tools/time_to_target.py --run-dirs results/SafetyCarCircle-v0/cvpo/seed1 [--reward 250 --cost 5]
+    python -m tools.diagnostics.time_to_target --run-dirs results/SafetyCarCircle-v0/cvpo/seed1 [--reward 250 --cost 5]
 """
 
 import csv

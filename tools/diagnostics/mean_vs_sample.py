@@ -1,21 +1,20 @@
 """The deterministic policy against the stochastic one that trained: reward and cost of a checkpoint's mean action
 and of actions sampled from its Gaussian, on the same initial states, without attack.
 
-The scripts evaluate the mean action (spec section 7), while the cost critic and the E-step's cost constraint
+The scripts evaluate the mean action (docs/conventions.md), while the cost critic and the E-step's cost constraint
 score the stochastic policy that collected the data. When the two differ in cost, a policy can meet the cost
 limit in its training episodes and break it in evaluation. Each mode also records the actions the env executed
 (mean and mean absolute value per action dimension): samples beyond the box are clipped, so near the bounds a wide
 Gaussian executes milder actions than its mean. Works on a checkpoint of cvpo.py, safer.py or adv_cvpo.py (they
 share the actor). Writes a JSON record (atomically) and prints a line per mode.
 
-    python tools/mean_vs_sample.py --checkpoint runs/<run>/model.pt [--episodes 20]
+    python -m tools.diagnostics.mean_vs_sample --checkpoint runs/<run>/model.pt [--episodes 20]
 """
 
 import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import sys
 from dataclasses import dataclass
 from typing import Optional
 
@@ -23,9 +22,7 @@ import numpy as np
 import torch
 import tyro
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import cvpo  # noqa: E402
+import cvpo
 
 OFF_POLICY = ("cvpo", "safer", "adv_cvpo")
 

@@ -7,7 +7,7 @@ policy that meets xi_adv at eps: how far its actions had to move, and its reward
 MC attack beside the original's, tell whether a good policy exists inside the bound for this env and eps.
 Writes a JSON record (atomically) and prints a line per report.
 
-    python tools/robust_fit.py --checkpoint runs/<run>/model.pt [--xi-adv 0.012] [--updates 1500]
+    python -m tools.diagnostics.robust_fit --checkpoint runs/<run>/model.pt [--xi-adv 0.012] [--updates 1500]
 """
 
 import os
@@ -15,7 +15,6 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import copy
-import sys
 from dataclasses import dataclass, replace
 from typing import Optional
 
@@ -24,10 +23,8 @@ import numpy as np
 import torch
 import tyro
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import safer  # noqa: E402
-from attacks import critic_attack, gaussian_kl  # noqa: E402
+import safer
+from attacks import critic_attack, gaussian_kl
 
 
 @dataclass
