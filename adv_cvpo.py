@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
-from typing import Optional
+from typing import Annotated, Optional
 
 import bullet_safety_gym  # noqa: F401  (registers the Safety* envs)
 import gymnasium as gym
@@ -48,10 +48,17 @@ PRESETS = {
 DEFAULT_PRESET = PRESETS["SafetyCarCircle-v0"]  # for other bullet-safety-gym ids
 
 
+def per_env(name):
+    """--help hint of a preset flag: its Table 4 value per env id (other ids take Car-Circle's)."""
+    values = ", ".join(f"{env_id.removeprefix('Safety').removesuffix('-v0')} {preset[name]}"
+                       for env_id, preset in PRESETS.items())
+    return tyro.conf.arg(help_behavior_hint=f"(per env: {values})")
+
+
 @dataclass
 class Args:
-    env_id: Optional[str] = None
-    """bullet-safety-gym env id (default SafetyCarCircle-v0; with --eval-checkpoint, the checkpoint's env)"""
+    env_id: Annotated[Optional[str], tyro.conf.arg(help_behavior_hint="(default: SafetyCarCircle-v0)")] = None
+    """bullet-safety-gym env id (with --eval-checkpoint: the checkpoint's env)"""
     seed: int = 1
     """seed of python, numpy, torch and the envs"""
     output_dir: str = "runs"
@@ -75,8 +82,8 @@ class Args:
     """gradient updates (critics, E-step, M-step) per environment step"""
     batch_size: int = 128
     """states N per update, sampled from the replay buffer"""
-    buffer_size: Optional[int] = None
-    """replay buffer capacity (Table 4 'batch size'; preset per env)"""
+    buffer_size: Annotated[Optional[int], per_env("buffer_size")] = None
+    """replay buffer capacity (Table 4 'batch size')"""
     gamma: float = 0.99
     """discount factor"""
     polyak: float = 0.95
@@ -85,20 +92,20 @@ class Args:
     iteration_steps: int = 0
     """env steps per EM iteration: the old policy pi_theta_i (E-step sampler, M-step KL anchor) is replaced by
     pi_theta only every N env steps, as FSRL does after each collection round (0: after every update)"""
-    critic_lr: Optional[float] = None
-    """learning rate of the reward and cost critics (preset per env)"""
-    actor_lr: Optional[float] = None
-    """learning rate of the policy (preset per env)"""
-    num_particles: Optional[int] = None
-    """action particles K per state in the E-step (preset per env)"""
-    estep_kl: Optional[float] = None
-    """E-step KL bound delta of eq. (4) (preset per env)"""
+    critic_lr: Annotated[Optional[float], per_env("critic_lr")] = None
+    """learning rate of the reward and cost critics"""
+    actor_lr: Annotated[Optional[float], per_env("actor_lr")] = None
+    """learning rate of the policy"""
+    num_particles: Annotated[Optional[int], per_env("num_particles")] = None
+    """action particles K per state in the E-step"""
+    estep_kl: Annotated[Optional[float], per_env("estep_kl")] = None
+    """E-step KL bound delta of eq. (4)"""
     lam_max: float = 20.0
     """upper bound of lam in the dual (6): where no re-weighting meets the cost bound, reward still counts"""
-    mstep_iters: Optional[int] = None
-    """M-step gradient iterations per update (preset per env)"""
-    mstep_kl: Optional[float] = None
-    """M-step KL bound xi on the mean part of KL(pi_old || pi_theta), eq. (7) (preset per env)"""
+    mstep_iters: Annotated[Optional[int], per_env("mstep_iters")] = None
+    """M-step gradient iterations per update"""
+    mstep_kl: Annotated[Optional[float], per_env("mstep_kl")] = None
+    """M-step KL bound xi on the mean part of KL(pi_old || pi_theta), eq. (7)"""
     mstep_kl_std: float = 1e-4
     """M-step KL bound on the std part of KL(pi_old || pi_theta)"""
     mstep_dual_lr: float = 0.2
@@ -118,8 +125,8 @@ class Args:
     """T_i of eq. (67): epochs over which eps_t grows linearly from 0 to eps"""
     train_attack_steps: int = 5
     """MC steps of the attack inside training (eval: --attack-steps); 5 steps of 0.2 eps reach the ball's corners"""
-    eps: Optional[float] = None
-    """attack budget in raw observation units (preset per env)"""
+    eps: Annotated[Optional[float], per_env("eps")] = None
+    """attack budget in raw observation units"""
     eval_every: int = 0
     """evaluate under the attackers, save model.pt and add rows to evals.csv every N epochs (0: only at the end);
     model_best.pt keeps the best natural evaluation (a feasible one first, then the highest return)"""
@@ -597,10 +604,13 @@ def load_train_state(run_dir):
     return state
 
 
+CLI_CONFIG = (tyro.conf.FlagCreatePairsOff,)  # a boolean flag is --flag alone, not --flag/--no-flag
+
+
 def parse_args(argv=None):
     """The command line, and with --resume the run's training state. A resumed run keeps its stored arguments; a
     flag that changes one is an error, except --total-timesteps, which may grow to extend the run."""
-    args = tyro.cli(Args, args=argv, description=__doc__.splitlines()[0])
+    args = tyro.cli(Args, args=argv, description=__doc__.splitlines()[0], config=CLI_CONFIG)
     if args.resume is None:
         return args, None
     if args.eval_checkpoint is not None:
@@ -610,6 +620,7 @@ def parse_args(argv=None):
         stored = Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["args"].items()})
     except TypeError:
         fail(f"--resume {args.resume!r}: its stored arguments are not those of this version of {ALGO}.py")
+    # with flag pairs, a boolean stored as True still takes the flag that set it (--no-adv-kl, not --no-no-adv-kl)
     resumed = tyro.cli(Args, args=argv, default=stored, description=__doc__.splitlines()[0])
     for name in (field.name for field in fields(Args)):
         if name not in ("resume", "run_dir", "output_dir", "total_timesteps") and \

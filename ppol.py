@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
-from typing import Optional
+from typing import Annotated, Optional
 
 import bullet_safety_gym  # noqa: F401  (registers the Safety* envs)
 import gymnasium as gym
@@ -44,10 +44,17 @@ PRESETS = {
 DEFAULT_PRESET = PRESETS["SafetyCarCircle-v0"]  # for other bullet-safety-gym ids
 
 
+def per_env(name):
+    """--help hint of a preset flag: its Table 4 value per env id (other ids take Car-Circle's)."""
+    values = ", ".join(f"{env_id.removeprefix('Safety').removesuffix('-v0')} {preset[name]}"
+                       for env_id, preset in PRESETS.items())
+    return tyro.conf.arg(help_behavior_hint=f"(per env: {values})")
+
+
 @dataclass
 class Args:
-    env_id: Optional[str] = None
-    """bullet-safety-gym env id (default SafetyCarCircle-v0; with --eval-checkpoint, the checkpoint's env)"""
+    env_id: Annotated[Optional[str], tyro.conf.arg(help_behavior_hint="(default: SafetyCarCircle-v0)")] = None
+    """bullet-safety-gym env id (with --eval-checkpoint: the checkpoint's env)"""
     seed: int = 1
     """seed of python, numpy, torch and the envs"""
     output_dir: str = "runs"
@@ -61,8 +68,8 @@ class Args:
     """torch threads; 1 is fastest when each core runs its own process"""
     total_timesteps: int = 1_000_000
     """environment steps of training, summed over the vector envs"""
-    steps_per_epoch: Optional[int] = None
-    """environment steps per rollout (one PPO update each; Table 4 'batch size', preset per env)"""
+    steps_per_epoch: Annotated[Optional[int], per_env("steps_per_epoch")] = None
+    """environment steps per rollout (one PPO update each; Table 4 'batch size')"""
     num_envs: int = 10
     """parallel training envs (gymnasium SyncVectorEnv)"""
     gamma: float = 0.995
@@ -73,14 +80,14 @@ class Args:
     """PPO clip coefficient of eq. (69)"""
     target_kl: float = 0.01
     """actor steps stop early once the approximate KL exceeds 1.5 times this"""
-    actor_steps: Optional[int] = None
-    """actor gradient steps per epoch, one minibatch each (preset per env)"""
+    actor_steps: Annotated[Optional[int], per_env("actor_steps")] = None
+    """actor gradient steps per epoch, one minibatch each"""
     critic_steps: int = 80
     """value-function gradient steps per epoch, one minibatch each"""
     minibatch_size: int = 300
     """states per actor or critic gradient step"""
-    actor_lr: Optional[float] = None
-    """learning rate of the policy (preset per env)"""
+    actor_lr: Annotated[Optional[float], per_env("actor_lr")] = None
+    """learning rate of the policy"""
     critic_lr: float = 1e-3
     """learning rate of the value functions and of the attackers' Q functions"""
     max_grad_norm: float = 0.5
@@ -103,8 +110,8 @@ class Args:
     """discount of the attackers' Q functions (the off-policy critics' discount)"""
     polyak: float = 0.995
     """polyak weight of the attackers' target Q functions"""
-    eps: Optional[float] = None
-    """attack budget in raw observation units (preset per env)"""
+    eps: Annotated[Optional[float], per_env("eps")] = None
+    """attack budget in raw observation units"""
     eval_every: int = 0
     """evaluate under the attackers, save model.pt and add rows to evals.csv every N epochs (0: only at the end);
     model_best.pt keeps the best natural evaluation (a feasible one first, then the highest return)"""
@@ -506,10 +513,13 @@ def load_train_state(run_dir):
     return state
 
 
+CLI_CONFIG = (tyro.conf.FlagCreatePairsOff,)  # a boolean flag is --flag alone, not --flag/--no-flag
+
+
 def parse_args(argv=None):
     """The command line, and with --resume the run's training state. A resumed run keeps its stored arguments; a
     flag that changes one is an error, except --total-timesteps, which may grow to extend the run."""
-    args = tyro.cli(Args, args=argv, description=__doc__.splitlines()[0])
+    args = tyro.cli(Args, args=argv, description=__doc__.splitlines()[0], config=CLI_CONFIG)
     if args.resume is None:
         return args, None
     if args.eval_checkpoint is not None:
@@ -519,6 +529,7 @@ def parse_args(argv=None):
         stored = Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["args"].items()})
     except TypeError:
         fail(f"--resume {args.resume!r}: its stored arguments are not those of this version of {ALGO}.py")
+    # with flag pairs, a boolean stored as True still takes the flag that set it (--no-adv-kl, not --no-no-adv-kl)
     resumed = tyro.cli(Args, args=argv, default=stored, description=__doc__.splitlines()[0])
     for name in (field.name for field in fields(Args)):
         if name not in ("resume", "run_dir", "output_dir", "total_timesteps") and \

@@ -205,3 +205,13 @@ def test_sweep_runner_resumes_an_unfinished_run(straight_runs, tmp_path):
     assert sweep.returncode == 0, sweep.stdout + sweep.stderr
     assert "seed1: resumed, done" in sweep.stdout
     assert_same_run(straight_runs["cvpo.py"], run_dir)
+
+
+def test_resume_accepts_the_runs_own_boolean_flag(tmp_path):
+    """The sweep runner resumes with the run's whole command: a boolean flag that set a stored True must parse."""
+    run_dir = tmp_path / "run"
+    flags = [*FAMILIES["cvpo.py"], "--random-noise", "--run-dir", str(run_dir)]
+    assert run("cvpo.py", *flags, "--total-timesteps", "200").returncode == 0
+    proc = run("cvpo.py", *flags, "--total-timesteps", "400", "--resume", str(run_dir))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((run_dir / "eval.json").read_text())["args"]["random_noise"] is True
