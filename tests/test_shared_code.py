@@ -1,0 +1,100 @@
+"""The code every script carries a copy of: the copies are identical, and the pieces do what they say."""
+
+import importlib
+import inspect
+
+import numpy as np
+import pytest
+import torch
+
+import cvpo
+
+OFF_POLICY = ("cvpo", "safer", "adv_cvpo")
+ON_POLICY = ("ppol", "sa_ppol", "adv_ppol")
+MODULES = {name: importlib.import_module(name) for name in OFF_POLICY + ON_POLICY}
+# each script's own: its flags, their checks, its loop, and SAFER's multiplier step with beta_adv's own cap
+OWN = {"Args", "resolve_args", "train", "dual_step"}
+# one copy per family: the off-policy scripts have two reward critics and a state-dependent std
+PER_FAMILY = {"Actor", "evaluate", "save_checkpoint", "load_checkpoint", "eval_checkpoint"}
+
+
+def definitions(module):
+    return {name: obj for name, obj in vars(module).items()
+            if (inspect.isfunction(obj) or inspect.isclass(obj)) and obj.__module__ == module.__name__}
+
+
+def shared_names():
+    counts = {}
+    for module in MODULES.values():
+        for name in definitions(module):
+            counts[name] = counts.get(name, 0) + 1
+    return sorted(name for name, count in counts.items() if count > 1 and name not in OWN)
+
+
+@pytest.mark.parametrize("name", shared_names())
+def test_every_copy_of_a_shared_definition_is_identical(name):
+    """A copy that drifts from the others is a bug nobody sees: compare the source of every copy."""
+    families = (OFF_POLICY, ON_POLICY) if name in PER_FAMILY else (OFF_POLICY + ON_POLICY,)
+    for family in families:
+        sources = {m: inspect.getsource(getattr(MODULES[m], name)) for m in family if hasattr(MODULES[m], name)}
+        assert len(set(sources.values())) == 1, f"{name} differs between {', '.join(sources)}"
+
+
+def test_qc_threshold_spreads_the_episode_limit_evenly():
+    # the discounted sum of a constant per-step cost c over H steps is c (1 - gamma^H) / (1 - gamma); with
+    # c = limit / H it is the threshold
+    limit, gamma, horizon = 5.0, 0.99, 300
+    per_step = limit / horizon
+    assert cvpo.qc_threshold_for(limit, gamma, horizon) == pytest.approx(sum(per_step * gamma**t for t in range(horizon)))
+
+
+def test_step_costs_reads_the_last_step_of_a_reset_episode_from_final_info():
+    infos = {"cost": np.array([0.0, 2.0, 0.0]), "_cost": np.array([False, True, False]),
+             "final_info": np.array([None, None, {"cost": 1.0}]), "_final_info": np.array([False, False, True])}
+    assert cvpo.step_costs(infos, 3).tolist() == [0.0, 2.0, 1.0]
+    # when every env resets on the same step the "cost" key is missing altogether
+    infos = {"final_info": np.array([{"cost": 3.0}, {}]), "_final_info": np.array([True, True])}
+    assert cvpo.step_costs(infos, 2).tolist() == [3.0, 0.0]
+    assert cvpo.step_costs({}, 2).tolist() == [0.0, 0.0]  # the reset info has no cost
+
+
+def test_replay_buffer_wraps_around_and_its_state_round_trips():
+    buffer = cvpo.ReplayBuffer(5, 2, 1)
+    for step in range(3):  # 2 transitions per call: 6 into 5 slots
+        obs = np.full((2, 2), step * 2 + np.arange(2)[:, None], np.float32)
+        buffer.add(obs, np.zeros((2, 1)), np.arange(2) + 2 * step, np.zeros(2), obs + 1, np.zeros(2))
+    assert buffer.size == 5 and buffer.ptr == 1
+    assert buffer.rew.tolist() == [5, 1, 2, 3, 4]  # the sixth transition overwrote the first
+    copy = cvpo.ReplayBuffer(5, 2, 1)
+    copy.load_state_dict(buffer.state_dict())
+    assert (copy.ptr, copy.size) == (buffer.ptr, buffer.size) and np.array_equal(copy.obs, buffer.obs)
+    batch = buffer.sample(4, np.random.default_rng(0))
+    assert [t.shape[0] for t in batch] == [4] * 6
+
+
+class ConstantQ(torch.nn.Module):
+    def __init__(self, value):
+        super().__init__()
+        self.value = value
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, obs, act):
+        return self.weight + torch.full((obs.shape[0],), self.value)
+
+
+def test_update_critics_bootstraps_through_truncation_not_termination_with_the_twin_minimum():
+    torch.manual_seed(0)
+    obs, act = torch.zeros(2, 3), torch.zeros(2, 1)
+    rew, cost = torch.tensor([1.0, 1.0]), torch.tensor([0.5, 0.5])
+    terminated = torch.tensor([0.0, 1.0])  # row 0 is mid-episode or truncated, row 1 terminated
+    critics = [ConstantQ(0.0) for _ in range(3)]
+    targets = [ConstantQ(10.0), ConstantQ(4.0), ConstantQ(2.0)]  # the reward target takes min(10, 4)
+    actor = cvpo.Actor(3, 1)
+    opt = torch.optim.SGD([c.weight for c in critics], lr=0.5)
+    loss_r, loss_c = cvpo.update_critics((obs, act, rew, cost, obs, terminated), *critics, targets, actor, opt, 0.9)
+    y_r, y_c = torch.tensor([1 + 0.9 * 4, 1.0]), torch.tensor([0.5 + 0.9 * 2, 0.5])
+    assert loss_r == pytest.approx(2 * (y_r**2).mean().item())  # both reward critics start at 0
+    assert loss_c == pytest.approx((y_c**2).mean().item())
+    # one SGD step of 0.5 on the mean-squared error moves each constant critic to the targets' mean
+    assert critics[0].weight.item() == pytest.approx(y_r.mean().item())
+    assert critics[2].weight.item() == pytest.approx(y_c.mean().item())
