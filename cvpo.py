@@ -484,6 +484,12 @@ def evaluate(actor, qr1, qr2, qc, args, attackers=None):
     return results
 
 
+def record(stats, values):
+    """Add one update's losses to the epoch's lists; the epoch logs their means."""
+    for key, value in values.items():
+        stats.setdefault(key, []).append(value)
+
+
 def write_atomic(path, write):
     """Write a file through a temp file and os.replace, so readers never see half a file."""
     tmp = f"{path}.tmp{os.getpid()}"
@@ -772,7 +778,7 @@ def train(args, state=None):
     ep_ret, ep_cost = np.zeros(args.num_envs), np.zeros(args.num_envs)
     epoch_returns, epoch_costs = [], []
     cumulative_cost, pending_updates, global_step, epoch, wall_time = 0.0, 0.0, 0, 0, 0.0
-    stats = {}
+    stats = {}  # this epoch's values of each logged loss
     iteration_start_step = 0
     obs, _ = envs.reset(seed=[args.seed + i for i in range(args.num_envs)])
     resuming = state is not None and state["epoch"] > 0
@@ -853,8 +859,8 @@ def train(args, state=None):
                 while pending_updates >= 1:
                     pending_updates -= 1
                     batch = buffer.sample(args.batch_size, rng)
-                    stats["losses/qr"], stats["losses/qc"] = update_critics(batch, qr1, qr2, qc, targets,
-                                                                            target_actor, critic_opt, args.gamma)
+                    loss_qr, loss_qc = update_critics(batch, qr1, qr2, qc, targets, target_actor, critic_opt,
+                                                      args.gamma)
                     particles, weights, eta, lam = e_step(batch[0], target_actor, *targets, args.num_particles,
                                                           args.estep_kl, qc_threshold, dual_x, args.lam_max)
                     dual_x = np.array([eta, lam])
@@ -865,15 +871,17 @@ def train(args, state=None):
                     if global_step - iteration_start_step >= args.iteration_steps:
                         target_actor.load_state_dict(actor.state_dict())  # Algorithm 2, line 22
                         iteration_start_step = global_step
-                    stats.update({"losses/eta": eta, "losses/lam": lam, "losses/log_lik": log_lik,
-                                  "losses/kl_mean": kl_mean, "losses/kl_std": kl_std,
-                                  "losses/beta_mean": m_duals[0], "losses/beta_std": m_duals[1]})
+                    record(stats, {"losses/qr": loss_qr, "losses/qc": loss_qc, "losses/eta": eta, "losses/lam": lam,
+                                   "losses/log_lik": log_lik, "losses/kl_mean": kl_mean, "losses/kl_std": kl_std,
+                                   "losses/beta_mean": m_duals[0], "losses/beta_std": m_duals[1]})
 
             if global_step - epoch_start_step >= epoch_steps or global_step >= end_step:
                 epoch += 1
                 sps = (global_step - epoch_start_step) / (time.time() - epoch_time)
                 writer.add_scalar("charts/SPS", sps, global_step)
-                for key, value in stats.items():
+                epoch_stats = {key: float(np.mean(values)) for key, values in stats.items()}
+                stats = {}
+                for key, value in epoch_stats.items():
                     writer.add_scalar(key, value, global_step)
                 mean_ret = float(np.mean(epoch_returns)) if epoch_returns else float("nan")
                 mean_cost = float(np.mean(epoch_costs)) if epoch_costs else float("nan")

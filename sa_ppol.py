@@ -358,8 +358,8 @@ def soft_update(target, source, polyak):
 
 
 def update_attack_critics(buffer, actor, qr, qc, targets, q_opt, args, rng):
-    """Off-policy Q_r, Q_c of the current policy, for the MC and MR attackers only."""
-    loss = torch.zeros(())
+    """Off-policy Q_r, Q_c of the current policy, for the MC and MR attackers only; returns the mean loss."""
+    losses = []
     for _ in range(args.q_steps if buffer.size else 0):
         obs, act, rew, cost, next_obs, terminated = buffer.sample(args.q_batch_size, rng)
         with torch.no_grad():
@@ -373,7 +373,8 @@ def update_attack_critics(buffer, actor, qr, qc, targets, q_opt, args, rng):
         q_opt.step()
         for target, source in zip(targets, (qr, qc)):
             soft_update(target, source, args.polyak)
-    return loss.item()
+        losses.append(loss.item())
+    return float(np.mean(losses)) if losses else 0.0
 
 
 def evaluate(actor, qr, qc, args, attackers=None):
@@ -419,6 +420,12 @@ def evaluate(actor, qr, qc, args, attackers=None):
     envs.close()
     np.random.set_state(training_rng_state)
     return results
+
+
+def record(stats, values):
+    """Add one update's losses to the epoch's lists; the epoch logs their means."""
+    for key, value in values.items():
+        stats.setdefault(key, []).append(value)
 
 
 def write_atomic(path, write):
@@ -804,12 +811,14 @@ def train(args, state=None):
             # Algorithm 4, line 4: adversarial states for the whole rollout, once per epoch
             obs_adv = perturb(args.attacker, flat_obs, args.eps, actor, qr, qc, args.train_attack_steps, args.attack_lr)
             n = len(flat_obs)
-            actor_steps_done, approx_kl = 0, torch.zeros(())
+            actor_steps_done, stats = 0, {}
             for _ in range(args.actor_steps):
                 idx = torch.as_tensor(rng.integers(0, n, args.minibatch_size))
                 loss, approx_kl = ppol_loss(actor, *(d[idx] for d in data[:5]), lam, args.clip_coef)
                 kl_robust = sa_regulariser(actor, data[0][idx], obs_adv[idx])
                 loss = loss + args.sa_beta * kl_robust  # Algorithm 4, line 9
+                record(stats, {"losses/policy_loss": loss.item(), "losses/approx_kl": approx_kl.item(),
+                               "losses/kl_robust": kl_robust.item()})
                 if approx_kl > 1.5 * args.target_kl:
                     break
                 actor_opt.zero_grad()
@@ -821,6 +830,7 @@ def train(args, state=None):
                 idx = torch.as_tensor(rng.integers(0, n, args.minibatch_size))
                 v_loss = F.mse_loss(value_r(data[0][idx]).squeeze(-1), data[5][idx]) + \
                     F.mse_loss(value_c(data[0][idx]).squeeze(-1), data[6][idx])
+                record(stats, {"losses/value_loss": v_loss.item()})
                 critic_opt.zero_grad()
                 v_loss.backward()
                 nn.utils.clip_grad_norm_([*value_r.parameters(), *value_c.parameters()], args.max_grad_norm)
@@ -830,10 +840,8 @@ def train(args, state=None):
             epoch += 1
             sps = steps * args.num_envs / (time.time() - epoch_time)
             for key, value in {"charts/SPS": sps, "charts/rollout_SPS": rollout_sps, "losses/lam": lam,
-                               "losses/policy_loss": loss.item(), "losses/value_loss": v_loss.item(),
-                               "losses/q_loss": q_loss, "losses/approx_kl": approx_kl.item(),
-                               "losses/actor_steps": actor_steps_done,
-                               "losses/kl_robust": kl_robust.item()}.items():
+                               "losses/q_loss": q_loss, "losses/actor_steps": actor_steps_done,
+                               **{key: float(np.mean(values)) for key, values in stats.items()}}.items():
                 writer.add_scalar(key, value, global_step)
             mean_ret = float(np.mean(epoch_returns)) if epoch_returns else float("nan")
             mean_cost = float(np.mean(epoch_costs)) if epoch_costs else float("nan")

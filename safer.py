@@ -546,6 +546,12 @@ def evaluate(actor, qr1, qr2, qc, args, attackers=None):
     return results
 
 
+def record(stats, values):
+    """Add one update's losses to the epoch's lists; the epoch logs their means."""
+    for key, value in values.items():
+        stats.setdefault(key, []).append(value)
+
+
 def write_atomic(path, write):
     """Write a file through a temp file and os.replace, so readers never see half a file."""
     tmp = f"{path}.tmp{os.getpid()}"
@@ -835,7 +841,7 @@ def train(args, state=None):
     ep_ret, ep_cost = np.zeros(args.num_envs), np.zeros(args.num_envs)
     epoch_returns, epoch_costs = [], []
     cumulative_cost, pending_updates, global_step, epoch, wall_time = 0.0, 0.0, 0, 0, 0.0
-    stats = {}
+    stats = {}  # this epoch's values of each logged loss
     iteration_start_step = 0
     obs, _ = envs.reset(seed=[args.seed + i for i in range(args.num_envs)])
     resuming = state is not None and state["epoch"] > 0
@@ -913,8 +919,8 @@ def train(args, state=None):
                 while pending_updates >= 1:
                     pending_updates -= 1
                     batch = buffer.sample(args.batch_size, rng)
-                    stats["losses/qr"], stats["losses/qc"] = update_critics(batch, qr1, qr2, qc, targets,
-                                                                            target_actor, critic_opt, args.gamma)
+                    loss_qr, loss_qc = update_critics(batch, qr1, qr2, qc, targets, target_actor, critic_opt,
+                                                      args.gamma)
                     particles, weights, eta, lam = e_step(batch[0], target_actor, *targets, args.num_particles,
                                                           args.estep_kl, qc_threshold, dual_x, args.lam_max)
                     dual_x = np.array([eta, lam])
@@ -927,16 +933,19 @@ def train(args, state=None):
                     if global_step - iteration_start_step >= args.iteration_steps:
                         target_actor.load_state_dict(actor.state_dict())  # Algorithm 2, line 22
                         iteration_start_step = global_step
-                    stats.update({f"losses/{key}": value for key, value in kls.items()})
-                    stats.update({"losses/eta": eta, "losses/lam": lam, "losses/beta_mean": m_duals[0],
-                                  "losses/beta_std": m_duals[1], "losses/beta_adv": m_duals[2]})
+                    record(stats, {f"losses/{key}": value for key, value in kls.items()})
+                    record(stats, {"losses/qr": loss_qr, "losses/qc": loss_qc, "losses/eta": eta, "losses/lam": lam,
+                                   "losses/beta_mean": m_duals[0], "losses/beta_std": m_duals[1],
+                                   "losses/beta_adv": m_duals[2]})
 
             if global_step - epoch_start_step >= epoch_steps or global_step >= end_step:
                 epoch += 1
                 sps = (global_step - epoch_start_step) / (time.time() - epoch_time)
                 writer.add_scalar("charts/SPS", sps, global_step)
                 writer.add_scalar("charts/eps_t", eps_t, global_step)
-                for key, value in stats.items():
+                epoch_stats = {key: float(np.mean(values)) for key, values in stats.items()}
+                stats = {}
+                for key, value in epoch_stats.items():
                     writer.add_scalar(key, value, global_step)
                 mean_ret = float(np.mean(epoch_returns)) if epoch_returns else float("nan")
                 mean_cost = float(np.mean(epoch_costs)) if epoch_costs else float("nan")
@@ -950,8 +959,8 @@ def train(args, state=None):
                 print(f"epoch {epoch} | step {global_step:,}/{end_step:,} ({100 * global_step / end_step:.0f}%) | "
                       f"{wall_time / 60:.1f} min, ETA {eta_min:.1f} min | SPS {sps:.0f} | return {mean_ret:.1f} "
                       f"cost {mean_cost:.2f} | E-step temperature {dual_x[0]:.3g} lam {dual_x[1]:.3g} | "
-                      f"eps_t {eps_t:.3g} kl_adv {stats.get('losses/kl_adv', 0):.3g} beta_adv {m_duals[2]:.3g} "
-                      f"std {stats.get('losses/std', 0):.3g}", flush=True)
+                      f"eps_t {eps_t:.3g} kl_adv {epoch_stats.get('losses/kl_adv', 0):.3g} beta_adv {m_duals[2]:.3g} "
+                      f"std {epoch_stats.get('losses/std', 0):.3g}", flush=True)
                 epoch_returns, epoch_costs = [], []
                 eps_t = eps_schedule(epoch, args.eps, args.adv_start_epoch, args.adv_ramp_epochs)
                 last = global_step >= end_step
