@@ -109,6 +109,8 @@ def test_sweep_skips_finished_runs_and_survives_failures(tmp_path):
         log = results / ENV / method / f"seed{seed}" / "train.log"
         assert f"{ENV} {method} seed{seed}: FAILED (exit 1), log {log}" in proc.stdout
         assert "--total-timesteps must be a positive integer" in log.read_text()
+        # the command as run from the repository's root, without the interpreter's or the repository's path
+        assert log.read_text().startswith(f"python {'cvpo' if method == 'cvpo' else 'ppol'}.py --env-id {ENV}")
     assert "3 of 4 runs failed" in proc.stdout
 
 

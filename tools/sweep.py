@@ -76,8 +76,11 @@ def run_one(job):
     if resume:  # the same command with --resume: the script refuses it if a flag now differs from the run's own
         cmd += ["--resume", run_dir]
     start = time.time()
+    # the log's first line is the command as run from the repository's root, without this machine's paths
+    shown = ["python", script, *(os.path.relpath(c, ROOT) if os.path.isabs(c) and c.startswith(ROOT) else c
+                                 for c in cmd[2:])]
     with open(log, "a" if resume else "w") as f:
-        f.write(" ".join(shlex.quote(c) for c in cmd) + "\n")
+        f.write(" ".join(shlex.quote(c) for c in shown) + "\n")
         f.flush()
         code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
     status = f"done in {(time.time() - start) / 60:.1f} min" if code == 0 else f"FAILED (exit {code})"
