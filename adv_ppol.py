@@ -2,7 +2,7 @@
 
 Single-file reference implementation. PPO-Lagrangian (eq. 69-70, PID multiplier) whose behaviour agent acts on
 MC-attacked observations (MR with --attacker mr) at every rollout step and learns from them: the rollout stores
-nu(s), and the ratio, advantages and values are all computed on nu(s). The budget ramps up as eq. (67). The
+nu(s), and the ratio, advantages and values are all computed on attacked states, nu(s) and nu(s'). The budget ramps up as eq. (67). The
 attacker's own Q_r(s, a), Q_c(s, a) are trained off-policy on the clean states of the rollouts.
 See docs/adv_ppol.md and docs/conventions.md.
 """
@@ -350,6 +350,18 @@ class Rollout:
         self.obs[t], self.act[t], self.rew[t], self.cost[t], self.next_obs[t] = obs, act, rew, cost, next_obs
         self.terminated[t], self.episode_end[t], self.logp[t] = terminated, terminated | truncated, logp
         self.t = (t + 1) % len(self.obs)
+
+
+def attacked_next_obs(rollout, attack):
+    """nu(s') for every step of a rollout whose stored observations are nu(s) (Algorithm 5 stores (nu(s), a, nu(s'),
+    r, c)), so that each TD residual of GAE compares values of attacked states only. Within an episode nu(s') is
+    the next step's stored observation; at an episode's end and at the rollout's last step the true next state is
+    attacked now, by attack((k, obs_dim) states) -> (k, obs_dim)."""
+    next_seen = np.concatenate([rollout.obs[1:], rollout.obs[-1:]])
+    boundary = rollout.episode_end.astype(bool)
+    boundary[-1] = True
+    next_seen[boundary] = attack(rollout.next_obs[boundary])
+    return next_seen
 
 
 def soft_update(target, source, polyak):
@@ -780,7 +792,6 @@ def train(args, state=None):
                 real_next_obs = next_obs.copy()
                 for i in np.flatnonzero(infos.get("_final_observation", np.zeros(args.num_envs, bool))):
                     real_next_obs[i] = infos["final_observation"][i]
-                # next states stay clean: they only bootstrap the value at the rollout's cut and at truncations
                 rollout.add(seen_obs.numpy(), act.numpy(), rew, cost, real_next_obs, terminated, truncated,
                             logp.numpy())
                 buffer.add(obs, act.clamp(-1, 1).numpy(), rew, cost, real_next_obs, terminated)
@@ -803,7 +814,10 @@ def train(args, state=None):
             flat_obs = torch.as_tensor(rollout.obs.reshape(-1, obs_dim))
             with torch.no_grad():
                 values = [v(flat_obs).reshape(shape).numpy() for v in (value_r, value_c)]
-                next_values = [v(torch.as_tensor(rollout.next_obs.reshape(-1, obs_dim))).reshape(shape).numpy()
+                next_seen = attacked_next_obs(rollout, lambda states: perturb(
+                    args.attacker, torch.as_tensor(states), eps_t, actor, qr, qc, args.train_attack_steps,
+                    args.attack_lr).numpy())
+                next_values = [v(torch.as_tensor(next_seen.reshape(-1, obs_dim))).reshape(shape).numpy()
                                for v in (value_r, value_c)]
             adv_r, ret_r = gae(rollout.rew, values[0], next_values[0], rollout.terminated, rollout.episode_end,
                                args.gamma, args.gae_lambda)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import adv_ppol
 import sa_ppol
 from recording import ROOT, assert_eval_outputs, recorded_run
 
@@ -57,3 +58,46 @@ def test_adv_ppol_stores_attacked_observations_within_eps(attacker, tmp_path):
     assert (change[200:][within_episode[200:]] > 0).all()  # epochs >= 1 run at eps_t = eps
     assert (change[:199] < 1e-6).all()  # epoch 0: eps_t = 0 (float32 rounding only)
     assert_outputs(run_dir)
+
+
+def test_attacked_next_obs_is_the_next_stored_observation_or_the_attacked_true_next_state():
+    rollout = adv_ppol.Rollout(4, 2, 3, 1)
+    rollout.obs = np.arange(24, dtype=np.float32).reshape(4, 2, 3)
+    rollout.next_obs = -np.arange(24, dtype=np.float32).reshape(4, 2, 3)
+    rollout.episode_end[1, 0] = 1  # env 0's episode ends at step 1
+    next_seen = adv_ppol.attacked_next_obs(rollout, lambda states: states + 1000)
+    for t in range(4):
+        for e in range(2):
+            boundary = t == 3 or (t, e) == (1, 0)
+            expected = rollout.next_obs[t, e] + 1000 if boundary else rollout.obs[t + 1, e]
+            assert np.array_equal(next_seen[t, e], expected), (t, e)
+
+
+GAE_RECORDER = """
+import sys, numpy as np, tyro
+import adv_ppol
+calls = []
+gae = adv_ppol.gae
+def recording_gae(rewards, values, next_values, terminated, episode_end, *rest):
+    calls.append((values.copy(), next_values.copy(), episode_end.copy()))
+    return gae(rewards, values, next_values, terminated, episode_end, *rest)
+adv_ppol.gae = recording_gae
+adv_ppol.train(adv_ppol.resolve_args(tyro.cli(adv_ppol.Args, args=sys.argv[2:])))
+np.savez(sys.argv[1], **{f"{k}{i}": a for i, c in enumerate(calls) for k, a in zip(("v", "nv", "end"), c)})
+"""
+
+
+def test_adv_ppol_td_residuals_compare_attacked_states_only(tmp_path):
+    """Within an episode V(nu(s')) is the value of the next step's stored nu(s): next_values[t] == values[t + 1]."""
+    from recording import run_child
+    record = tmp_path / "gae.npz"
+    run_child(GAE_RECORDER, str(record), *TINY, "--attacker", "mc", "--adv-start-epoch", "0", "--adv-ramp-epochs", "1",
+              "--total-timesteps", "400", "--eval-attackers", "none", "--run-dir", str(tmp_path / "run"))
+    calls = np.load(record)
+    attacked = 0
+    for i in range(len([k for k in calls if k.startswith("v")])):
+        values, next_values, end = calls[f"v{i}"], calls[f"nv{i}"], calls[f"end{i}"].astype(bool)
+        inside = ~end[:-1]
+        assert np.allclose(next_values[:-1][inside], values[1:][inside], rtol=0, atol=1e-6)
+        attacked += inside.sum()
+    assert attacked > 0
