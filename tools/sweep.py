@@ -5,8 +5,15 @@ TensorBoard events, train.log). A run whose eval.json exists is skipped and an u
 eval.json) continues with --resume from its last epoch end, so an interrupted sweep goes on where it stopped; a
 failed run is reported with its log path and the others go on.
 
+Two backends: a pool of processes on this machine (the default), or an existing Ray cluster (--ray-address): each
+run is then a Ray task of one CPU (and --gpus-per-run) that trains in a temporary directory of its node and returns
+the run directory's files, which land in the same results tree on this machine, so the cluster needs no shared
+filesystem. The code travels with the tasks (Ray's working_dir); each node needs the requirements installed. A
+task whose node dies is retried (--retries); a run that fails is reported with its log and never stops the others.
+
     python tools/sweep.py --methods safer cvpo --env-ids SafetyCarCircle-v0 --seeds 1 2 3 \
         --extra='--total-timesteps 100000'
+    python tools/sweep.py ... --ray-address auto          # the Ray cluster this machine has joined
 """
 
 import os
@@ -16,6 +23,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Optional
 
 import tyro
 
@@ -49,44 +57,133 @@ class Args:
     seeds: tuple[int, ...] = (1, 2, 3)
     """seeds"""
     workers: int = os.cpu_count() or 1
-    """runs at once, each with one torch thread"""
+    """runs at once on this machine, each with one torch thread (the local pool; with --ray-address local, the
+    CPUs of the local Ray instance)"""
     results_dir: str = "results"
     """root of results/<env-id>/<method>/seed<N>/"""
     extra: str = ""
     """extra flags for every run as one shell-quoted string, e.g. --extra='--total-timesteps 100000'"""
+    ray_address: Optional[str] = None
+    """run on Ray: auto (the cluster this machine has joined), HOST:PORT of its head, or local (a Ray instance
+    started here with --workers CPUs)"""
+    gpus_per_run: float = 0.0
+    """with --ray-address, the GPU share each run asks for (e.g. 0.5: two runs per GPU)"""
+    retries: int = 2
+    """with --ray-address, how often a run whose node died is started again"""
+
+
+THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def run_dir_of(results_dir, env_id, method, seed):
     return os.path.join(results_dir, env_id, method, f"seed{seed}")
 
 
-def run_one(job):
-    """Run one training job; returns (job, status, log path)."""
+def prepare(job):
+    """(run directory, log path, script, its flags with {run_dir} standing for the run directory, resumed?), or None
+    if the run is finished. Starts the log with the command as run from the repository's root."""
     method, env_id, seed, results_dir, extra = job
     script, flags, _ = METHODS[method]
     run_dir = run_dir_of(results_dir, env_id, method, seed)
     if os.path.exists(os.path.join(run_dir, "eval.json")):
-        return job, "skipped (eval.json exists)", None
+        return None
     os.makedirs(run_dir, exist_ok=True)
-    log = os.path.join(run_dir, "train.log")
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    cmd = [sys.executable, os.path.join(ROOT, script), "--env-id", env_id, "--seed", str(seed), "--run-dir", run_dir,
-           "--threads", "1", *flags, *extra]
+    argv = ["--env-id", env_id, "--seed", str(seed), "--run-dir", "{run_dir}", "--threads", "1", *flags, *extra]
     resume = os.path.exists(os.path.join(run_dir, "train_state.pt"))
     if resume:  # the same command with --resume: the script refuses it if a flag now differs from the run's own
-        cmd += ["--resume", run_dir]
-    start = time.time()
-    # the log's first line is the command as run from the repository's root, without this machine's paths
-    shown = ["python", script, *(os.path.relpath(c, ROOT) if os.path.isabs(c) and c.startswith(ROOT) else c
-                                 for c in cmd[2:])]
+        argv += ["--resume", "{run_dir}"]
+    log = os.path.join(run_dir, "train.log")
+    shown = [run_dir if a == "{run_dir}" else a for a in argv]
     with open(log, "a" if resume else "w") as f:
-        f.write(" ".join(shlex.quote(c) for c in shown) + "\n")
-        f.flush()
-        code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
-    status = f"done in {(time.time() - start) / 60:.1f} min" if code == 0 else f"FAILED (exit {code})"
-    if resume:
-        status = "resumed, " + status
-    return job, status, log
+        f.write(" ".join(shlex.quote(c) for c in ["python", script, *shown]) + "\n")
+    return run_dir, log, script, argv, resume
+
+
+def status_of(code, seconds, resume):
+    status = f"done in {seconds / 60:.1f} min" if code == 0 else f"FAILED (exit {code})"
+    return ("resumed, " + status) if resume else status
+
+
+def run_local(job):
+    """Run one job in a process of this machine; returns (job, status, log path)."""
+    prepared = prepare(job)
+    if prepared is None:
+        return job, "skipped (eval.json exists)", None
+    run_dir, log, script, argv, resume = prepared
+    cmd = [sys.executable, os.path.join(ROOT, script), *(run_dir if a == "{run_dir}" else a for a in argv)]
+    start = time.time()
+    with open(log, "a") as f:
+        code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=dict(os.environ, **THREAD_ENV)).returncode
+    return job, status_of(code, time.time() - start, resume), log
+
+
+def read_tree(folder):
+    """{path relative to folder: bytes} of every file under it."""
+    files = {}
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(parent, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, folder)] = f.read()
+    return files
+
+
+def write_tree(folder, files):
+    """Write {relative path: bytes} under folder, each file atomically."""
+    for rel, data in files.items():
+        path = os.path.join(folder, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "wb") as f:
+            f.write(data)
+        os.replace(path + ".tmp", path)
+
+
+def train_in_temp_dir(script, argv, files):
+    """A Ray task: the run in a temporary directory of its node, seeded with the run directory's files (a resumed
+    run's state, the log); returns (exit code, seconds, the run directory's files)."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = os.path.join(tmp, "run")
+        write_tree(run_dir, files)
+        start = time.time()
+        with open(os.path.join(run_dir, "train.log"), "a") as f:
+            code = subprocess.run([sys.executable, script, *(run_dir if a == "{run_dir}" else a for a in argv)],
+                                  stdout=f, stderr=subprocess.STDOUT, env=dict(os.environ, **THREAD_ENV)).returncode
+        return code, time.time() - start, read_tree(run_dir)
+
+
+def run_ray(jobs, args):
+    """Submit every unfinished job as a Ray task; yields (job, status, log path) as they end."""
+    import ray
+    # the code travels with the tasks; results, runs and the venv stay here
+    runtime_env = dict(working_dir=ROOT, excludes=[".git", ".venv", "results", "runs", "**/__pycache__"],
+                       env_vars=THREAD_ENV)
+    if args.ray_address == "local":
+        ray.init(num_cpus=args.workers, include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+    else:
+        ray.init(address=args.ray_address, runtime_env=runtime_env, log_to_driver=False)
+    task = ray.remote(num_cpus=1, num_gpus=args.gpus_per_run, max_retries=args.retries)(train_in_temp_dir)
+    pending = {}
+    for job in jobs:
+        prepared = prepare(job)
+        if prepared is None:
+            yield job, "skipped (eval.json exists)", None
+            continue
+        run_dir, log, script, argv, resume = prepared
+        pending[task.remote(script, argv, read_tree(run_dir))] = (job, run_dir, log, resume)
+    while pending:
+        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        job, run_dir, log, resume = pending.pop(ref)
+        try:
+            code, seconds, files = ray.get(ref)
+        except ray.exceptions.RayError as exc:  # the task's node died more often than --retries, or Ray failed
+            with open(log, "a") as f:
+                f.write(f"sweep.py: the Ray task failed: {type(exc).__name__}: {exc}\n")
+            yield job, f"FAILED ({type(exc).__name__})", log
+            continue
+        write_tree(run_dir, files)
+        yield job, status_of(code, seconds, resume), log
+    ray.shutdown()
 
 
 def main(args):
@@ -96,14 +193,21 @@ def main(args):
                          f"known: {', '.join(METHODS)}")
     if args.workers < 1:
         raise SystemExit(f"sweep.py: error: --workers must be >= 1, got {args.workers}")
+    if args.gpus_per_run < 0 or args.retries < 0:
+        raise SystemExit(f"sweep.py: error: --gpus-per-run and --retries must be >= 0, got {args.gpus_per_run} and "
+                         f"{args.retries}")
     extra = shlex.split(args.extra)
     jobs = [(m, e, s, args.results_dir, extra) for e in args.env_ids for m in args.methods for s in args.seeds]
     failed = []
-    with ThreadPoolExecutor(max_workers=args.workers) as pool:
-        for (method, env_id, seed, _, _), status, log in pool.map(run_one, jobs):
-            print(f"{env_id} {method} seed{seed}: {status}" + (f", log {log}" if log else ""), flush=True)
-            if status.startswith("FAILED"):
-                failed.append(log)
+    if args.ray_address is None:
+        pool = ThreadPoolExecutor(max_workers=args.workers)
+        outcomes = pool.map(run_local, jobs)
+    else:
+        outcomes = run_ray(jobs, args)
+    for (method, env_id, seed, _, _), status, log in outcomes:
+        print(f"{env_id} {method} seed{seed}: {status}" + (f", log {log}" if log else ""), flush=True)
+        if status.startswith("FAILED"):
+            failed.append(log)
     if failed:
         print(f"{len(failed)} of {len(jobs)} runs failed; logs: {', '.join(failed)}")
         return 1
