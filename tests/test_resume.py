@@ -60,6 +60,14 @@ def start_and_wait(script, flags, run_dir, epoch):
     return proc
 
 
+def kill_after(script, flags, run_dir, epoch, delay=0.0):
+    """Start a run and kill -9 it once the training state of `epoch` is on disk, `delay` seconds later."""
+    proc = start_and_wait(script, flags, run_dir, epoch)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def table(path, drop=()):
     with open(path) as f:
         return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(f)]
@@ -95,9 +103,7 @@ def straight_runs(tmp_path_factory):
 @pytest.mark.parametrize("script", FAMILIES)
 def test_killed_inside_epoch_3_and_resumed_is_the_uninterrupted_run(script, straight_runs, tmp_path):
     run_dir = tmp_path / "run"
-    proc = start_and_wait(script, [*FAMILIES[script], "--total-timesteps", "800"], run_dir, epoch=2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after(script, [*FAMILIES[script], "--total-timesteps", "800"], run_dir, epoch=2)
     assert saved_epoch(run_dir) == 2 and not (run_dir / "eval.json").exists()
     resumed = run(script, "--resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr
@@ -130,9 +136,7 @@ def test_finished_run_extended_by_a_larger_total_is_the_longer_run(straight_runs
 @pytest.mark.parametrize("script", OTHERS)
 def test_killed_inside_epoch_2_and_resumed_is_the_uninterrupted_run(script, straight_runs, tmp_path):
     run_dir = tmp_path / "run"
-    proc = start_and_wait(script, [*OTHERS[script], "--total-timesteps", "600"], run_dir, epoch=1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after(script, [*OTHERS[script], "--total-timesteps", "600"], run_dir, epoch=1)
     assert saved_epoch(run_dir) == 1
     assert run(script, "--resume", str(run_dir)).returncode == 0
     assert_same_run(straight_runs[script], run_dir)
@@ -141,10 +145,8 @@ def test_killed_inside_epoch_2_and_resumed_is_the_uninterrupted_run(script, stra
 def test_tensorboard_continues_without_duplicate_points(straight_runs, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     run_dir = tmp_path / "run"
-    proc = start_and_wait("cvpo.py", [*FAMILIES["cvpo.py"], "--total-timesteps", "800"], run_dir, epoch=2)
-    time.sleep(0.1)  # into epoch 3: its episode and loss points reach the events file before the kill
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # 0.1 s into epoch 3: its episode and loss points reach the events file before the kill
+    kill_after("cvpo.py", [*FAMILIES["cvpo.py"], "--total-timesteps", "800"], run_dir, epoch=2, delay=0.1)
     assert run("cvpo.py", "--resume", str(run_dir)).returncode == 0
 
     def points(path):
@@ -178,9 +180,7 @@ def test_ctrl_c_and_sigterm_stop_with_one_line_naming_the_resume_command(script,
 
 def test_unfinished_or_finished_run_directory_is_not_reused_silently(tmp_path):
     run_dir = tmp_path / "run"
-    proc = start_and_wait("cvpo.py", [*FAMILIES["cvpo.py"], "--total-timesteps", "800"], run_dir, epoch=1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after("cvpo.py", [*FAMILIES["cvpo.py"], "--total-timesteps", "800"], run_dir, epoch=1)
     again = run("cvpo.py", *FAMILIES["cvpo.py"], "--total-timesteps", "800", "--run-dir", str(run_dir))
     assert_clean_failure(again, "unfinished", f"--resume {run_dir}")
     assert run("cvpo.py", "--resume", str(run_dir)).returncode == 0
@@ -203,10 +203,8 @@ def test_sweep_runner_resumes_an_unfinished_run(straight_runs, tmp_path):
     flags = [f for f in FAMILIES["cvpo.py"] if f not in ("--env-id", "SafetyBallCircle-v0")] + ["--total-timesteps",
                                                                                                   "800"]
     run_dir = tmp_path / "results" / "SafetyBallCircle-v0" / "cvpo" / "seed1"
-    proc = start_and_wait("cvpo.py", ["--env-id", "SafetyBallCircle-v0", "--seed", "1", "--threads", "1", *flags],
-                          run_dir, epoch=2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after("cvpo.py", ["--env-id", "SafetyBallCircle-v0", "--seed", "1", "--threads", "1", *flags], run_dir,
+               epoch=2)
     sweep = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "sweep.py"), "--methods", "cvpo",
                             "--env-ids", "SafetyBallCircle-v0", "--seeds", "1", "--workers", "1", "--results-dir",
                             str(tmp_path / "results"), f"--extra={' '.join(flags)}"], capture_output=True, text=True,

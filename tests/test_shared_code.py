@@ -45,7 +45,8 @@ def test_qc_threshold_spreads_the_episode_limit_evenly():
     # c = limit / H it is the threshold
     limit, gamma, horizon = 5.0, 0.99, 300
     per_step = limit / horizon
-    assert cvpo.qc_threshold_for(limit, gamma, horizon) == pytest.approx(sum(per_step * gamma**t for t in range(horizon)))
+    discounted = sum(per_step * gamma**t for t in range(horizon))
+    assert cvpo.qc_threshold_for(limit, gamma, horizon) == pytest.approx(discounted)
 
 
 def test_step_costs_reads_the_last_step_of_a_reset_episode_from_final_info():
