@@ -325,11 +325,13 @@ def dual_function(x, qr, qc, estep_kl, qc_threshold):
 
 ETA_BOUNDS = (1e-6, 1e6)  # of the temperature over the Q tables' spread
 
+
 def dual_log_eta(y, qr, qc, estep_kl, qc_threshold):
     """Dual (6) and its gradient in (log eta, lam)."""
     eta = np.exp(y[0])
     g, (d_eta, d_lam) = dual_function((eta, y[1]), qr, qc, estep_kl, qc_threshold)
     return g, np.array([d_eta * eta, d_lam])
+
 
 def dual_residuals(x, qr, qc, estep_kl, qc_threshold, lam_max):
     """How far (eta, lam) is from the optimum of (6), each part relative to its scale: |KL(q || uniform) - delta|
@@ -343,6 +345,7 @@ def dual_residuals(x, qr, qc, estep_kl, qc_threshold, lam_max):
     if (lam <= 0 and d_lam > 0) or (lam >= lam_max and d_lam < 0):
         d_lam = 0.0
     return abs(d_eta) / estep_kl, abs(d_lam) / max(qc.std(), abs(qc_threshold), 1e-12)
+
 
 def solve_dual(qr, qc, estep_kl, qc_threshold, x0, lam_max=20.0, tol=1e-3):
     """Minimise the convex dual (6) over eta > 0, 0 <= lam <= lam_max, warm-started at x0 = (eta, lam).
@@ -453,11 +456,12 @@ def evaluate(actor, qr1, qr2, qc, args, attackers=None):
             # bullet-safety-gym ignores reset(seed=...) and draws initial states from the global numpy RNG
             # every batch starts from one simulator state, whatever ran before it: a car's motors keep the
             # previous episode's last command through a reset, so reset, step with zero action, then reset again
-            np.random.seed(10_000 + eval_seed * 1000 + first)
+            batch_seed = 10_000 + eval_seed * 1000 + first
+            np.random.seed(batch_seed)
             envs.reset()
             envs.step(np.zeros((n_envs, *envs.single_action_space.shape)))
-            np.random.seed(10_000 + eval_seed * 1000 + first)
-            obs, _ = envs.reset(seed=[10_000 + eval_seed * 1000 + first + i for i in range(n_envs)])
+            np.random.seed(batch_seed)
+            obs, _ = envs.reset(seed=[batch_seed + i for i in range(n_envs)])
             ep_ret, ep_cost = np.zeros(n_envs), np.zeros(n_envs)
             done = np.zeros(n_envs, bool)
             while not done.all():
@@ -789,7 +793,7 @@ def train(args, state=None):
         critic_opt.load_state_dict(state["optimizers"]["critic"])
         buffer.load_state_dict(state["buffer"])
         progress_rows, eval_rows, best = state["progress_rows"], state["eval_rows"], state["best"]
-        dual_x, m_duals, stats = np.array(state["dual_x"]), list(state["m_duals"]), state["stats"]
+        dual_x, m_duals = np.array(state["dual_x"]), list(state["m_duals"])
         cumulative_cost, pending_updates = state["cumulative_cost"], state["pending_updates"]
         global_step, epoch, wall_time = state["global_step"], state["epoch"], state["wall_time"]
         iteration_start_step = state["iteration_start_step"]
@@ -801,7 +805,7 @@ def train(args, state=None):
                     wall_time=wall_time, networks={name: net.state_dict() for name, net in networks.items()},
                     optimizers=dict(actor=actor_opt.state_dict(), critic=critic_opt.state_dict()),
                     buffer=buffer.state_dict(), progress_rows=progress_rows, eval_rows=eval_rows, best=best,
-                    dual_x=dual_x.tolist(), m_duals=list(m_duals), stats=stats, cumulative_cost=cumulative_cost,
+                    dual_x=dual_x.tolist(), m_duals=list(m_duals), cumulative_cost=cumulative_cost,
                     pending_updates=pending_updates, iteration_start_step=iteration_start_step,
                     envs=env_state(envs, obs), rng=rng_state(rng))
 

@@ -376,11 +376,12 @@ def evaluate(actor, qr, qc, args, attackers=None):
             # bullet-safety-gym ignores reset(seed=...) and draws initial states from the global numpy RNG
             # every batch starts from one simulator state, whatever ran before it: a car's motors keep the
             # previous episode's last command through a reset, so reset, step with zero action, then reset again
-            np.random.seed(10_000 + eval_seed * 1000 + first)
+            batch_seed = 10_000 + eval_seed * 1000 + first
+            np.random.seed(batch_seed)
             envs.reset()
             envs.step(np.zeros((n_envs, *envs.single_action_space.shape)))
-            np.random.seed(10_000 + eval_seed * 1000 + first)
-            obs, _ = envs.reset(seed=[10_000 + eval_seed * 1000 + first + i for i in range(n_envs)])
+            np.random.seed(batch_seed)
+            obs, _ = envs.reset(seed=[batch_seed + i for i in range(n_envs)])
             ep_ret, ep_cost = np.zeros(n_envs), np.zeros(n_envs)
             done = np.zeros(n_envs, bool)
             while not done.all():

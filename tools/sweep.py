@@ -79,6 +79,11 @@ def run_dir_of(results_dir, env_id, method, seed):
     return os.path.join(results_dir, env_id, method, f"seed{seed}")
 
 
+def with_run_dir(argv, run_dir):
+    """argv with the run directory in place of its {run_dir} marker."""
+    return [run_dir if a == "{run_dir}" else a for a in argv]
+
+
 def prepare(job):
     """(run directory, log path, script, its flags with {run_dir} standing for the run directory, resumed?), or None
     if the run is finished. Starts the log with the command as run from the repository's root."""
@@ -93,9 +98,8 @@ def prepare(job):
     if resume:  # the same command with --resume: the script refuses it if a flag now differs from the run's own
         argv += ["--resume", "{run_dir}"]
     log = os.path.join(run_dir, "train.log")
-    shown = [run_dir if a == "{run_dir}" else a for a in argv]
     with open(log, "a" if resume else "w") as f:
-        f.write(" ".join(shlex.quote(c) for c in ["python", script, *shown]) + "\n")
+        f.write(" ".join(shlex.quote(c) for c in ["python", script, *with_run_dir(argv, run_dir)]) + "\n")
     return run_dir, log, script, argv, resume
 
 
@@ -110,7 +114,7 @@ def run_local(job):
     if prepared is None:
         return job, "skipped (eval.json exists)", None
     run_dir, log, script, argv, resume = prepared
-    cmd = [sys.executable, os.path.join(ROOT, script), *(run_dir if a == "{run_dir}" else a for a in argv)]
+    cmd = [sys.executable, os.path.join(ROOT, script), *with_run_dir(argv, run_dir)]
     start = time.time()
     with open(log, "a") as f:
         code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=dict(os.environ, **THREAD_ENV)).returncode
@@ -147,8 +151,8 @@ def train_in_temp_dir(script, argv, files):
         write_tree(run_dir, files)
         start = time.time()
         with open(os.path.join(run_dir, "train.log"), "a") as f:
-            code = subprocess.run([sys.executable, script, *(run_dir if a == "{run_dir}" else a for a in argv)],
-                                  stdout=f, stderr=subprocess.STDOUT, env=dict(os.environ, **THREAD_ENV)).returncode
+            code = subprocess.run([sys.executable, script, *with_run_dir(argv, run_dir)], stdout=f,
+                                  stderr=subprocess.STDOUT, env=dict(os.environ, **THREAD_ENV)).returncode
         return code, time.time() - start, read_tree(run_dir)
 
 
