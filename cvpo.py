@@ -33,16 +33,21 @@ from attacks import ATTACKERS, gaussian_kl, perturb
 
 ALGO = "cvpo"
 
-# Table 4 (off-policy) and the attack budget eps of docs/conventions.md, per env id.
+# Table 4 (off-policy), the attack budget eps of docs/conventions.md, and the training budget of the committed
+# results (SAFER's, so the two compare at one budget), per env id.
 PRESETS = {
     "SafetyBallCircle-v0": dict(num_particles=32, mstep_iters=6, estep_kl=0.05, mstep_kl=0.02, actor_lr=0.002,
-                                critic_lr=0.001, buffer_size=50_000, eps=0.05),
+                                critic_lr=0.001, buffer_size=50_000, eps=0.05,
+                                total_timesteps=120_000),
     "SafetyCarCircle-v0": dict(num_particles=32, mstep_iters=15, estep_kl=0.1, mstep_kl=0.01, actor_lr=0.002,
-                               critic_lr=0.001, buffer_size=80_000, eps=0.05),
+                               critic_lr=0.001, buffer_size=80_000, eps=0.05,
+                               total_timesteps=1_000_000),
     "SafetyDroneRun-v0": dict(num_particles=32, mstep_iters=6, estep_kl=0.01, mstep_kl=0.0008, actor_lr=0.001,
-                              critic_lr=0.001, buffer_size=20_000, eps=0.025),
+                              critic_lr=0.001, buffer_size=20_000, eps=0.025,
+                              total_timesteps=1_000_000),
     "SafetyAntRun-v0": dict(num_particles=64, mstep_iters=8, estep_kl=0.1, mstep_kl=0.05, actor_lr=0.001,
-                            critic_lr=0.001, buffer_size=80_000, eps=0.025),
+                            critic_lr=0.001, buffer_size=80_000, eps=0.025,
+                            total_timesteps=1_000_000),
 }
 DEFAULT_PRESET = PRESETS["SafetyCarCircle-v0"]  # for other bullet-safety-gym ids
 
@@ -69,7 +74,7 @@ class Args:
     --total-timesteps may change: raise it to extend a finished run)"""
     threads: int = 1
     """torch threads; 1 is fastest when each core runs its own process"""
-    total_timesteps: int = 150_000
+    total_timesteps: Annotated[Optional[int], per_env("total_timesteps")] = None
     """environment steps of training, summed over the vector envs"""
     steps_per_epoch: int = 3000
     """environment steps per epoch: the unit of logging, progress.csv rows and --eval-every"""
@@ -88,7 +93,7 @@ class Args:
     polyak: float = 0.95
     """polyak weight rho of the target critics, eq. (61).
     At ~0.1 updates per env step, 0.995 lets the cost critic lag the policy by tens of thousands of steps"""
-    iteration_steps: int = 0
+    iteration_steps: int = 600
     """env steps per EM iteration: the old policy pi_theta_i (E-step sampler, M-step KL anchor) is replaced by
     pi_theta only every N env steps, as FSRL does after each collection round (0: after every update)"""
     critic_lr: Annotated[Optional[float], per_env("critic_lr")] = None
@@ -130,6 +135,8 @@ class Args:
     eval_every_attackers: Optional[tuple[str, ...]] = None
     """attackers of the evaluations before the last one (default: --eval-attackers), e.g. none alone for a cheap
     learning curve in evals.csv; the last evaluation, eval.json's, uses --eval-attackers"""
+    eval_every_episodes: Optional[int] = None
+    """episodes per attacker of the evaluations before the last one (default: --eval-episodes)"""
     attack_steps: int = 200
     """gradient steps of the MC, MR and MAD attackers at evaluation"""
     attack_lr: float = 0.2
@@ -176,6 +183,8 @@ def resolve_args(args):
         fail(f"--gamma must be in (0, 1) and --polyak in [0, 1), got {args.gamma} and {args.polyak}")
     if not args.eps <= 1:
         fail(f"--eps must be in [0, 1] (observations are scaled to about unit range), got {args.eps}")
+    if args.eval_every_episodes is not None and args.eval_every_episodes <= 0:
+        fail(f"--eval-every-episodes must be a positive integer, got {args.eval_every_episodes}")
     for flag in ("eval_attackers", "eval_every_attackers"):
         for attacker in getattr(args, flag) or ():
             if attacker not in ATTACKERS:
@@ -430,9 +439,10 @@ def m_step(actor, target_actor, actor_opt, obs, particles, weights, duals, args)
         m1, var = particle_moments(particles, weights)
     for _ in range(args.mstep_iters):
         log_lik, kl_mean, kl_std = m_step_terms(actor, obs, old_mean, old_std, m1, var)
+        # descent on theta at the current multipliers, then ascent on the multipliers
+        loss = -(log_lik + duals[0] * (args.mstep_kl - kl_mean) + duals[1] * (args.mstep_kl_std - kl_std))
         duals[0] = dual_step(duals[0], args.mstep_kl, kl_mean.item(), args)
         duals[1] = dual_step(duals[1], args.mstep_kl_std, kl_std.item(), args)
-        loss = -(log_lik + duals[0] * (args.mstep_kl - kl_mean) + duals[1] * (args.mstep_kl_std - kl_std))
         actor_opt.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
@@ -440,19 +450,21 @@ def m_step(actor, target_actor, actor_opt, obs, particles, weights, duals, args)
     return log_lik.item(), kl_mean.item(), kl_std.item()
 
 
-def evaluate(actor, qr1, qr2, qc, args, attackers=None):
-    """Deterministic policy under each attacker, batched across envs; one episode per env, <= 20 envs at once."""
+def evaluate(actor, qr1, qr2, qc, args, attackers=None, episodes=None):
+    """Deterministic policy under each attacker, batched across envs; one episode per env, <= 20 envs at once.
+    attackers and episodes (per attacker) default to --eval-attackers and --eval-episodes."""
+    episodes = episodes or args.eval_episodes
     policy = actor  # (mean, std); the deterministic action is the mean
     qr_fn = lambda s, a: torch.min(qr1(s, a), qr2(s, a))  # noqa: E731
     training_rng_state = np.random.get_state()  # building an env draws from it too
-    n_envs = min(args.eval_episodes, 20)
+    n_envs = min(episodes, 20)
     envs = gym.vector.SyncVectorEnv([make_env(args.env_id) for _ in range(n_envs)])
     eval_seed = args.seed if args.eval_seed is None else args.eval_seed
     results = {}
     for attacker in attackers or args.eval_attackers:
         generator = torch.Generator().manual_seed(eval_seed)
         returns, costs = [], []
-        for first in range(0, args.eval_episodes, n_envs):
+        for first in range(0, episodes, n_envs):
             # bullet-safety-gym ignores reset(seed=...) and draws initial states from the global numpy RNG
             # every batch starts from one simulator state, whatever ran before it: a car's motors keep the
             # previous episode's last command through a reset, so reset, step with zero action, then reset again
@@ -475,7 +487,7 @@ def evaluate(actor, qr1, qr2, qc, args, attackers=None):
                 ep_ret[live] += rew[live]
                 ep_cost[live] += step_costs(infos, n_envs)[live]
                 done |= terminated | truncated
-            keep = min(n_envs, args.eval_episodes - first)
+            keep = min(n_envs, episodes - first)
             returns += ep_ret[:keep].tolist()
             costs += ep_cost[:keep].tolist()
         results[attacker] = dict(return_mean=float(np.mean(returns)), return_std=float(np.std(returns)),
@@ -905,7 +917,9 @@ def train(args, state=None):
                 if last or (args.eval_every and epoch % args.eval_every == 0):
                     save_checkpoint(os.path.join(run_dir, "model.pt"), actor, qr1, qr2, qc, args, obs_dim, act_dim,
                                     global_step)
-                    results = evaluate(actor, qr1, qr2, qc, args, None if last else args.eval_every_attackers)
+                    attackers, episodes = ((None, None) if last
+                                           else (args.eval_every_attackers, args.eval_every_episodes))
+                    results = evaluate(actor, qr1, qr2, qc, args, attackers, episodes)
                     for attacker, r in results.items():
                         writer.add_scalar(f"eval/{attacker}/return", r["return_mean"], global_step)
                         writer.add_scalar(f"eval/{attacker}/cost", r["cost_mean"], global_step)

@@ -122,6 +122,8 @@ class Args:
     eval_every_attackers: Optional[tuple[str, ...]] = None
     """attackers of the evaluations before the last one (default: --eval-attackers), e.g. none alone for a cheap
     learning curve in evals.csv; the last evaluation, eval.json's, uses --eval-attackers"""
+    eval_every_episodes: Optional[int] = None
+    """episodes per attacker of the evaluations before the last one (default: --eval-episodes)"""
     attack_steps: int = 200
     """gradient steps of the MC, MR and MAD attackers at evaluation"""
     attack_lr: float = 0.2
@@ -168,6 +170,8 @@ def resolve_args(args):
             fail(f"--{name.replace('_', '-')} must be in (0, 1], got {getattr(args, name)}")
     if not args.eps <= 1:
         fail(f"--eps must be in [0, 1] (observations are scaled to about unit range), got {args.eps}")
+    if args.eval_every_episodes is not None and args.eval_every_episodes <= 0:
+        fail(f"--eval-every-episodes must be a positive integer, got {args.eval_every_episodes}")
     for flag in ("eval_attackers", "eval_every_attackers"):
         for attacker in getattr(args, flag) or ():
             if attacker not in ATTACKERS:
@@ -362,17 +366,19 @@ def update_attack_critics(buffer, actor, qr, qc, targets, q_opt, args, rng):
     return float(np.mean(losses)) if losses else 0.0
 
 
-def evaluate(actor, qr, qc, args, attackers=None):
-    """Deterministic policy under each attacker, batched across envs; one episode per env, <= 20 envs at once."""
+def evaluate(actor, qr, qc, args, attackers=None, episodes=None):
+    """Deterministic policy under each attacker, batched across envs; one episode per env, <= 20 envs at once.
+    attackers and episodes (per attacker) default to --eval-attackers and --eval-episodes."""
+    episodes = episodes or args.eval_episodes
     training_rng_state = np.random.get_state()  # building an env draws from it too
-    n_envs = min(args.eval_episodes, 20)
+    n_envs = min(episodes, 20)
     envs = gym.vector.SyncVectorEnv([make_env(args.env_id) for _ in range(n_envs)])
     eval_seed = args.seed if args.eval_seed is None else args.eval_seed
     results = {}
     for attacker in attackers or args.eval_attackers:
         generator = torch.Generator().manual_seed(eval_seed)
         returns, costs = [], []
-        for first in range(0, args.eval_episodes, n_envs):
+        for first in range(0, episodes, n_envs):
             # bullet-safety-gym ignores reset(seed=...) and draws initial states from the global numpy RNG
             # every batch starts from one simulator state, whatever ran before it: a car's motors keep the
             # previous episode's last command through a reset, so reset, step with zero action, then reset again
@@ -395,7 +401,7 @@ def evaluate(actor, qr, qc, args, attackers=None):
                 ep_ret[live] += rew[live]
                 ep_cost[live] += step_costs(infos, n_envs)[live]
                 done |= terminated | truncated
-            keep = min(n_envs, args.eval_episodes - first)
+            keep = min(n_envs, episodes - first)
             returns += ep_ret[:keep].tolist()
             costs += ep_cost[:keep].tolist()
         results[attacker] = dict(return_mean=float(np.mean(returns)), return_std=float(np.std(returns)),
@@ -840,7 +846,8 @@ def train(args, state=None):
             eval_start = time.time()
             if last or (args.eval_every and epoch % args.eval_every == 0):
                 save_checkpoint(os.path.join(run_dir, "model.pt"), networks, args, obs_dim, act_dim, global_step)
-                results = evaluate(actor, qr, qc, args, None if last else args.eval_every_attackers)
+                attackers, episodes = (None, None) if last else (args.eval_every_attackers, args.eval_every_episodes)
+                results = evaluate(actor, qr, qc, args, attackers, episodes)
                 for attacker, r in results.items():
                     writer.add_scalar(f"eval/{attacker}/return", r["return_mean"], global_step)
                     writer.add_scalar(f"eval/{attacker}/cost", r["cost_mean"], global_step)

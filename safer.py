@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Optional
 
 import bullet_safety_gym  # noqa: F401  (registers the Safety* envs)
 import gymnasium as gym
@@ -34,16 +34,21 @@ from attacks import ATTACKERS, critic_attack, gaussian_kl, perturb
 
 ALGO = "safer"
 
-# Table 4 (off-policy, xi_adv of eq. 8 included) and the attack budget eps of docs/conventions.md, per env id.
+# Table 4 (off-policy, xi_adv of eq. 8 included), the attack budget eps of docs/conventions.md, and the training
+# budget and ramp of eq. (67) (T_s, T_i in epochs) of the committed results, per env id (docs/safer.md).
 PRESETS = {
     "SafetyBallCircle-v0": dict(num_particles=32, mstep_iters=6, estep_kl=0.05, mstep_kl=0.02, actor_lr=0.002,
-                                critic_lr=0.001, buffer_size=50_000, eps=0.05, xi_adv=0.05),
+                                critic_lr=0.001, buffer_size=50_000, eps=0.05, xi_adv=0.05,
+                                total_timesteps=120_000, adv_start_epoch=10, adv_ramp_epochs=20),
     "SafetyCarCircle-v0": dict(num_particles=32, mstep_iters=15, estep_kl=0.1, mstep_kl=0.01, actor_lr=0.002,
-                               critic_lr=0.001, buffer_size=80_000, eps=0.05, xi_adv=0.012),
+                               critic_lr=0.001, buffer_size=80_000, eps=0.05, xi_adv=0.012,
+                               total_timesteps=1_000_000, adv_start_epoch=35, adv_ramp_epochs=100),
     "SafetyDroneRun-v0": dict(num_particles=32, mstep_iters=6, estep_kl=0.01, mstep_kl=0.0008, actor_lr=0.001,
-                              critic_lr=0.001, buffer_size=20_000, eps=0.025, xi_adv=0.06),
+                              critic_lr=0.001, buffer_size=20_000, eps=0.025, xi_adv=0.06,
+                              total_timesteps=1_000_000, adv_start_epoch=35, adv_ramp_epochs=100),
     "SafetyAntRun-v0": dict(num_particles=64, mstep_iters=8, estep_kl=0.1, mstep_kl=0.05, actor_lr=0.001,
-                            critic_lr=0.001, buffer_size=80_000, eps=0.025, xi_adv=0.06),
+                            critic_lr=0.001, buffer_size=80_000, eps=0.025, xi_adv=0.06,
+                            total_timesteps=1_000_000, adv_start_epoch=35, adv_ramp_epochs=100),
 }
 DEFAULT_PRESET = PRESETS["SafetyCarCircle-v0"]  # for other bullet-safety-gym ids
 
@@ -70,7 +75,7 @@ class Args:
     --total-timesteps may change: raise it to extend a finished run)"""
     threads: int = 1
     """torch threads; 1 is fastest when each core runs its own process"""
-    total_timesteps: int = 150_000
+    total_timesteps: Annotated[Optional[int], per_env("total_timesteps")] = None
     """environment steps of training, summed over the vector envs"""
     steps_per_epoch: int = 3000
     """environment steps per epoch: the unit of logging, progress.csv rows and --eval-every"""
@@ -91,8 +96,7 @@ class Args:
     At ~0.1 updates per env step, 0.995 lets the cost critic lag the policy by tens of thousands of steps"""
     iteration_steps: int = 600
     """env steps per EM iteration: the old policy pi_theta_i (E-step sampler, M-step KL anchor) is replaced by
-    pi_theta only every N env steps, as FSRL does after each collection round (0: after every update, which let
-    the adversarial terms drag the policy off by xi per update and collapsed it)"""
+    pi_theta only every N env steps, as FSRL does after each collection round (0: after every update)"""
     critic_lr: Annotated[Optional[float], per_env("critic_lr")] = None
     """learning rate of the reward and cost critics"""
     actor_lr: Annotated[Optional[float], per_env("actor_lr")] = None
@@ -116,19 +120,13 @@ class Args:
     push the KL below, and an unbounded beta then grows without end and freezes the policy"""
     max_grad_norm: float = 1.0
     """gradient-norm clip of the actor"""
-    adv_dual_max: Optional[float] = None
-    """cap of beta_adv times xi_adv (default: --mstep-dual-max); lower keeps the adversarial KL term from
-    outweighing the E-step's maximum likelihood while its bound is far from met"""
     cost_limit: float = 5.0
     """episodic cost limit kappa_H"""
     xi_adv: Annotated[Optional[float], per_env("xi_adv")] = None
     """bound xi_adv on KL(pi(.|s) || pi(.|nu(s))), eq. (8)"""
-    adv_kl_anchor: Literal["current", "old"] = "current"
-    """benign side of the adversarial KL: current = pi_theta(s) without gradient (appendix B.1's practical form),
-    old = the old policy pi_theta_i(s) (eq. 62 as written)"""
-    adv_start_epoch: int = 20
+    adv_start_epoch: Annotated[Optional[int], per_env("adv_start_epoch")] = None
     """T_s of eq. (67): epochs before the attack budget eps_t starts to grow; the policy first learns to drive"""
-    adv_ramp_epochs: int = 20
+    adv_ramp_epochs: Annotated[Optional[int], per_env("adv_ramp_epochs")] = None
     """T_i of eq. (67): epochs over which eps_t grows linearly from 0 to eps"""
     train_attack_steps: int = 5
     """MC steps of the attack inside training (eval: --attack-steps); 5 steps of 0.2 eps reach the ball's corners"""
@@ -150,6 +148,8 @@ class Args:
     eval_every_attackers: Optional[tuple[str, ...]] = None
     """attackers of the evaluations before the last one (default: --eval-attackers), e.g. none alone for a cheap
     learning curve in evals.csv; the last evaluation, eval.json's, uses --eval-attackers"""
+    eval_every_episodes: Optional[int] = None
+    """episodes per attacker of the evaluations before the last one (default: --eval-episodes)"""
     attack_steps: int = 200
     """gradient steps of the MC, MR and MAD attackers at evaluation"""
     attack_lr: float = 0.2
@@ -193,12 +193,12 @@ def resolve_args(args):
                  "mstep_dual_lr", "mstep_dual_max", "max_grad_norm", "attack_lr"):
         if not getattr(args, name) >= 0:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if args.adv_dual_max is not None and not args.adv_dual_max >= 0:
-        fail(f"--adv-dual-max must be >= 0, got {args.adv_dual_max}")
     if not (0 < args.gamma < 1 and 0 <= args.polyak < 1):
         fail(f"--gamma must be in (0, 1) and --polyak in [0, 1), got {args.gamma} and {args.polyak}")
     if not args.eps <= 1:
         fail(f"--eps must be in [0, 1] (observations are scaled to about unit range), got {args.eps}")
+    if args.eval_every_episodes is not None and args.eval_every_episodes <= 0:
+        fail(f"--eval-every-episodes must be a positive integer, got {args.eval_every_episodes}")
     for flag in ("eval_attackers", "eval_every_attackers"):
         for attacker in getattr(args, flag) or ():
             if attacker not in ATTACKERS:
@@ -453,12 +453,11 @@ def robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, m1, var, duals, 
     # vanilla M-step (7), decoupled: mean moves with the old std, std with the old mean
     log_lik = decoupled_log_lik(mean, std, old_mean, old_std, m1, var)
     kl_mean, kl_std = decoupled_kl(old_mean, old_std, mean, std)
-    # appendix B.1: KL(pi_theta(s) || pi_theta(nu(s))), no gradient through the benign path, or eq. (62)'s
-    # KL(pi_theta_i(s) || pi_theta(nu(s))); decoupled like the vanilla KL: in the joint KL a larger std at nu(s)
-    # shrinks the mean-shift term, so the multiplier would buy robustness by inflating the std everywhere
-    # (measured: std at its clamp, no reward learned)
-    ref_mean, ref_std = (mean.detach(), std.detach()) if args.adv_kl_anchor == "current" else (old_mean, old_std)
-    kl_adv = sum(decoupled_kl(ref_mean, ref_std, mean_adv, std_adv))
+    # appendix B.1's practical form KL(pi_theta(s) || pi_theta(nu(s))), no gradient through the benign path (eq. 62
+    # writes pi_theta_i(s); anchoring there measured no better, docs/experiments.md); decoupled like the vanilla
+    # KL: in the joint KL a larger std at nu(s) shrinks the mean-shift term, so the multiplier would buy robustness
+    # by inflating the std everywhere (measured: std at its clamp, no reward learned)
+    kl_adv = sum(decoupled_kl(mean.detach(), std.detach(), mean_adv, std_adv))
     terms = {
         "vanilla": -(log_lik + duals[0] * (args.mstep_kl - kl_mean) + duals[1] * (args.mstep_kl_std - kl_std)),
         "adv_mle": -decoupled_log_lik(mean_adv, std_adv, old_mean, old_std, m1, var),
@@ -473,12 +472,10 @@ def enabled_terms(args):
                                    ("adv_kl", args.no_adv_kl)) if not off]
 
 
-def dual_step(beta, bound, kl, args, dual_max=None):
+def dual_step(beta, bound, kl, args):
     """Eq. (64)/(65): one projected gradient step on an M-step multiplier, scaled by its bound, kept in
-    [0, dual_max / bound] (default --mstep-dual-max); in units of the bound, so one cap fits bounds from 1e-4
-    to 0.05."""
-    dual_max = args.mstep_dual_max if dual_max is None else dual_max
-    return min(max(0.0, beta - args.mstep_dual_lr * (bound - kl) / bound), dual_max / bound)
+    [0, mstep_dual_max / bound]; in units of the bound, so one cap fits bounds from 1e-4 to 0.05."""
+    return min(max(0.0, beta - args.mstep_dual_lr * (bound - kl) / bound), args.mstep_dual_max / bound)
 
 
 def robust_m_step(actor, target_actor, actor_opt, obs, obs_adv, particles, weights, duals, args):
@@ -489,11 +486,12 @@ def robust_m_step(actor, target_actor, actor_opt, obs, obs_adv, particles, weigh
     active = enabled_terms(args)
     for _ in range(args.mstep_iters):
         terms, kls = robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, m1, var, duals, args)
+        # descent on theta at the current multipliers, then ascent on the multipliers
         if "vanilla" in active:
             duals[0] = dual_step(duals[0], args.mstep_kl, kls["kl_mean"], args)
             duals[1] = dual_step(duals[1], args.mstep_kl_std, kls["kl_std"], args)
         if "adv_kl" in active:
-            duals[2] = dual_step(duals[2], args.xi_adv, kls["kl_adv"], args, args.adv_dual_max)
+            duals[2] = dual_step(duals[2], args.xi_adv, kls["kl_adv"], args)
         loss = sum(terms[name] for name in active)
         actor_opt.zero_grad()
         loss.backward()
@@ -502,19 +500,21 @@ def robust_m_step(actor, target_actor, actor_opt, obs, obs_adv, particles, weigh
     return kls
 
 
-def evaluate(actor, qr1, qr2, qc, args, attackers=None):
-    """Deterministic policy under each attacker, batched across envs; one episode per env, <= 20 envs at once."""
+def evaluate(actor, qr1, qr2, qc, args, attackers=None, episodes=None):
+    """Deterministic policy under each attacker, batched across envs; one episode per env, <= 20 envs at once.
+    attackers and episodes (per attacker) default to --eval-attackers and --eval-episodes."""
+    episodes = episodes or args.eval_episodes
     policy = actor  # (mean, std); the deterministic action is the mean
     qr_fn = lambda s, a: torch.min(qr1(s, a), qr2(s, a))  # noqa: E731
     training_rng_state = np.random.get_state()  # building an env draws from it too
-    n_envs = min(args.eval_episodes, 20)
+    n_envs = min(episodes, 20)
     envs = gym.vector.SyncVectorEnv([make_env(args.env_id) for _ in range(n_envs)])
     eval_seed = args.seed if args.eval_seed is None else args.eval_seed
     results = {}
     for attacker in attackers or args.eval_attackers:
         generator = torch.Generator().manual_seed(eval_seed)
         returns, costs = [], []
-        for first in range(0, args.eval_episodes, n_envs):
+        for first in range(0, episodes, n_envs):
             # bullet-safety-gym ignores reset(seed=...) and draws initial states from the global numpy RNG
             # every batch starts from one simulator state, whatever ran before it: a car's motors keep the
             # previous episode's last command through a reset, so reset, step with zero action, then reset again
@@ -537,7 +537,7 @@ def evaluate(actor, qr1, qr2, qc, args, attackers=None):
                 ep_ret[live] += rew[live]
                 ep_cost[live] += step_costs(infos, n_envs)[live]
                 done |= terminated | truncated
-            keep = min(n_envs, args.eval_episodes - first)
+            keep = min(n_envs, episodes - first)
             returns += ep_ret[:keep].tolist()
             costs += ep_cost[:keep].tolist()
         results[attacker] = dict(return_mean=float(np.mean(returns)), return_std=float(np.std(returns)),
@@ -972,7 +972,9 @@ def train(args, state=None):
                 if last or (args.eval_every and epoch % args.eval_every == 0):
                     save_checkpoint(os.path.join(run_dir, "model.pt"), actor, qr1, qr2, qc, args, obs_dim, act_dim,
                                     global_step)
-                    results = evaluate(actor, qr1, qr2, qc, args, None if last else args.eval_every_attackers)
+                    attackers, episodes = ((None, None) if last
+                                           else (args.eval_every_attackers, args.eval_every_episodes))
+                    results = evaluate(actor, qr1, qr2, qc, args, attackers, episodes)
                     for attacker, r in results.items():
                         writer.add_scalar(f"eval/{attacker}/return", r["return_mean"], global_step)
                         writer.add_scalar(f"eval/{attacker}/cost", r["cost_mean"], global_step)

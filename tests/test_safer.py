@@ -1,8 +1,12 @@
 """safer.py: the robust M-step (62), its multipliers, the Table 8 ablations, eps_t (67), benign data only."""
 
 import copy
+import csv
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +14,8 @@ import torch
 
 import safer
 from recording import assert_eval_outputs, count_old_policy_copies, recorded_run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def fixed_batch(env_id="SafetyCarCircle-v0", seed=0, n=128):
@@ -105,16 +111,12 @@ def test_beta_adv_rises_when_violated_and_falls_to_zero_when_slack():
     assert duals[2] == 0.0
 
 
-def test_adv_dual_max_caps_beta_adv_only():
-    args, actor, target_actor, obs, particles, weights = fixed_batch()
-    args.adv_dual_max = 0.01
-    opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr)
-    duals = [1.0, 1.0, 1.0]
-    violated = obs + 3 * torch.randn_like(obs)
-    for _ in range(5):
-        safer.robust_m_step(actor, target_actor, opt, obs, violated, particles, weights, duals, args)
-    assert duals[2] == pytest.approx(0.01 / args.xi_adv)  # held at its own cap while the bound is far off
-    assert safer.dual_step(100.0, args.mstep_kl, 1.0, args) == pytest.approx(args.mstep_dual_max / args.mstep_kl)
+def test_every_m_step_multiplier_is_capped_in_units_of_its_bound():
+    args = fixed_batch()[0]
+    for bound in (args.mstep_kl, args.mstep_kl_std, args.xi_adv):
+        assert safer.dual_step(100.0, bound, 1.0, args) == pytest.approx(args.mstep_dual_max / bound)
+        assert safer.dual_step(1.0, bound, 0.0, args) == pytest.approx(1.0 - args.mstep_dual_lr)
+        assert safer.dual_step(0.1, bound, 0.0, args) == 0.0
 
 
 TINY = ["--env-id", "SafetyBallCircle-v0", "--total-timesteps", "800", "--learning-starts", "200",
@@ -165,8 +167,9 @@ def test_adversarial_kl_does_not_reward_a_wider_std_for_a_mean_shift():
     assert kls["kl_adv"] == pytest.approx(0.5 * 2 * (1.0 / 0.5) ** 2)  # the full KL of the shift, 2 dims
 
 
-def test_adv_kl_anchor_old_is_eq_62_as_written():
-    """--adv-kl-anchor old: the adversarial KL measured from the old policy pi_theta_i(s), not from pi_theta(s)."""
+def test_adversarial_kl_is_measured_from_the_current_policy_decoupled():
+    """kl_adv = KL(pi_theta(s) || pi_theta(nu(s))) in its mean part plus its std part, from the current policy (not
+    the old one): checked against torch.distributions."""
     args, actor, target_actor, obs, particles, weights = fixed_batch()
     with torch.no_grad():  # the current policy has moved away from the old one
         for p in actor.parameters():
@@ -174,24 +177,17 @@ def test_adv_kl_anchor_old_is_eq_62_as_written():
         old_mean, old_std = target_actor(obs)
         m1, var = safer.particle_moments(particles, weights)
     obs_adv = obs + 0.05 * torch.sign(torch.randn_like(obs))
-    kl_by_anchor = {}
-    for anchor in ("current", "old"):
-        anchored = dataclasses.replace(args, adv_kl_anchor=anchor)
-        _, kls = safer.robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, m1, var, [1.0, 1.0, 1.0], anchored)
-        kl_by_anchor[anchor] = kls["kl_adv"]
+    _, kls = safer.robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, m1, var, [1.0, 1.0, 1.0], args)
     with torch.no_grad():
         mean, std = actor(obs)
         mean_adv, std_adv = actor(obs_adv)
-
-    def decoupled(ref_mean, ref_std):
-        kl = torch.distributions.kl_divergence
-        normal = torch.distributions.Normal
-        return (kl(normal(ref_mean, ref_std), normal(mean_adv, ref_std)).sum(-1).mean()
-                + kl(normal(ref_mean, ref_std), normal(ref_mean, std_adv)).sum(-1).mean()).item()
-
-    assert kl_by_anchor["old"] == pytest.approx(decoupled(old_mean, old_std), rel=1e-5)
-    assert kl_by_anchor["current"] == pytest.approx(decoupled(mean, std), rel=1e-5)
-    assert abs(kl_by_anchor["old"] - kl_by_anchor["current"]) > 1e-3
+    kl, normal = torch.distributions.kl_divergence, torch.distributions.Normal
+    expected = (kl(normal(mean, std), normal(mean_adv, std)).sum(-1).mean()
+                + kl(normal(mean, std), normal(mean, std_adv)).sum(-1).mean()).item()
+    from_old = (kl(normal(old_mean, old_std), normal(mean_adv, old_std)).sum(-1).mean()
+                + kl(normal(old_mean, old_std), normal(old_mean, std_adv)).sum(-1).mean()).item()
+    assert kls["kl_adv"] == pytest.approx(expected, rel=1e-5)
+    assert abs(kls["kl_adv"] - from_old) > 1e-3
 
 
 OLD_POLICY_FLAGS = ["--env-id", "SafetyBallCircle-v0", "--total-timesteps", "800", "--learning-starts", "200",
@@ -207,3 +203,23 @@ def test_old_policy_is_replaced_once_per_em_iteration(tmp_path, module, iteratio
     env steps after its previous copy: three times in those 600 steps."""
     flags = [*OLD_POLICY_FLAGS, "--run-dir", str(tmp_path / "run"), "--iteration-steps", str(iteration_steps)]
     assert count_old_policy_copies(module, flags) == copies
+
+
+def test_safer_without_its_adversarial_terms_trains_exactly_cvpo(tmp_path):
+    """Outside the robust M-step the two scripts are the same algorithm: safer.py with neither adversarial term
+    gives cvpo.py's episodes, evaluation and policy bit for bit (the attack inside the update still runs)."""
+    flags = [*OLD_POLICY_FLAGS[:-4], "--eval-episodes", "2", "--eval-attackers", "none", "mc", "--attack-steps", "3"]
+    runs = {}
+    for script, extra in (("cvpo.py", []), ("safer.py", ["--no-adv-kl", "--no-adv-mle", "--adv-start-epoch", "1",
+                                                        "--adv-ramp-epochs", "1", "--train-attack-steps", "3"])):
+        run_dir = tmp_path / script
+        subprocess.run([sys.executable, script, *flags, *extra, "--run-dir", str(run_dir)], cwd=ROOT, check=True,
+                       capture_output=True)
+        progress = [{k: v for k, v in row.items() if k not in ("SPS", "wall_time")}
+                    for row in csv.DictReader(open(run_dir / "progress.csv"))]
+        model = torch.load(run_dir / "model.pt", weights_only=True)
+        runs[script] = progress, json.loads((run_dir / "eval.json").read_text())["results"], model["actor"]
+    (cvpo_progress, cvpo_eval, cvpo_actor), (safer_progress, safer_eval, safer_actor) = runs.values()
+    assert len(cvpo_progress) == 4 and cvpo_progress == safer_progress
+    assert cvpo_eval == safer_eval
+    assert all(torch.equal(cvpo_actor[k], safer_actor[k]) for k in cvpo_actor)

@@ -37,7 +37,6 @@ METHODS = {
     "safer_no_kl": ("safer.py", ["--no-adv-kl"], "SAFER w/o adv. KL"),
     "safer_no_mle": ("safer.py", ["--no-adv-mle"], "SAFER w/o adv. MLE"),
     "cvpo": ("cvpo.py", [], "CVPO-vanilla"),
-    "cvpo_it600": ("cvpo.py", ["--iteration-steps", "600"], "CVPO, SAFER's EM iteration"),
     "cvpo_random": ("cvpo.py", ["--random-noise"], "CVPO-random"),
     "adv_cvpo": ("adv_cvpo.py", [], "ADV-CVPO"),
     "adv_em_cvpo": ("adv_cvpo.py", ["--attack-buffer"], "ADV-EM-CVPO"),
