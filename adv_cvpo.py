@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import bullet_safety_gym  # noqa: F401  (registers the Safety* envs)
 import gymnasium as gym
@@ -72,9 +72,11 @@ class Args:
     """exact run directory to write into instead of one under --output-dir (must not hold a run already)"""
     resume: Optional[str] = None
     """continue the run in this directory from its last epoch end, with its stored arguments (only
-    --total-timesteps may change: raise it to extend a finished run)"""
+    --total-timesteps and --device may change: raise the first to extend a finished run)"""
     threads: int = 1
     """torch threads; 1 is fastest when each core runs its own process"""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """where the networks, updates and attacks run (auto: a GPU when torch sees one); the envs run on the CPU"""
     total_timesteps: Annotated[Optional[int], per_env("total_timesteps")] = None
     """environment steps of training, summed over the vector envs"""
     steps_per_epoch: int = 3000
@@ -289,9 +291,9 @@ class ReplayBuffer:
         for f in self.FIELDS:
             getattr(self, f)[:self.size] = state[f].numpy()
 
-    def sample(self, n, rng):
+    def sample(self, n, rng, device):
         idx = rng.integers(0, self.size, n)
-        return [torch.as_tensor(a[idx]) for a in (self.obs, self.act, self.rew, self.cost, self.next_obs,
+        return [torch.as_tensor(a[idx], device=device) for a in (self.obs, self.act, self.rew, self.cost, self.next_obs,
                                                    self.terminated)]
 
 
@@ -396,7 +398,8 @@ def e_step(obs, target_actor, target_qr1, target_qr2, target_qc, num_particles, 
     n = obs.shape[0]
     with torch.no_grad():
         mean, std = target_actor(obs)
-        particles = mean.unsqueeze(1) + std.unsqueeze(1) * torch.randn(n, num_particles, mean.shape[-1])
+        noise = torch.randn(n, num_particles, mean.shape[-1], device=obs.device)
+        particles = mean.unsqueeze(1) + std.unsqueeze(1) * noise
         flat_obs = obs.unsqueeze(1).expand(-1, num_particles, -1).reshape(n * num_particles, -1)
         # the critics score the action the env executes; the M-step fits the unclamped particles, since
         # particles piled on +-1 by clamping would read as a smaller spread and shrink the std every update
@@ -406,7 +409,7 @@ def e_step(obs, target_actor, target_qr1, target_qr2, target_qc, num_particles, 
     for name, table in (("reward", qr), ("cost", qc)):
         if not torch.isfinite(table).all():
             fail(f"the {name} critic diverged: non-finite Q values in the E-step (try a lower --critic-lr)")
-    eta, lam = solve_dual(qr.numpy(), qc.numpy(), estep_kl, qc_threshold, x0, lam_max)
+    eta, lam = solve_dual(qr.cpu().numpy(), qc.cpu().numpy(), estep_kl, qc_threshold, x0, lam_max)
     weights = torch.softmax((qr - lam * qc) / eta, dim=1)
     return particles, weights, eta, lam
 
@@ -469,6 +472,7 @@ def evaluate(actor, qr1, qr2, qc, args, attackers=None, episodes=None):
     episodes = episodes or args.eval_episodes
     policy = actor  # (mean, std); the deterministic action is the mean
     qr_fn = lambda s, a: torch.min(qr1(s, a), qr2(s, a))  # noqa: E731
+    device = next(actor.parameters()).device
     training_rng_state = np.random.get_state()  # building an env draws from it too
     n_envs = min(episodes, 20)
     envs = gym.vector.SyncVectorEnv([make_env(args.env_id) for _ in range(n_envs)])
@@ -490,11 +494,11 @@ def evaluate(actor, qr1, qr2, qc, args, attackers=None, episodes=None):
             ep_ret, ep_cost = np.zeros(n_envs), np.zeros(n_envs)
             done = np.zeros(n_envs, bool)
             while not done.all():
-                obs_t = torch.as_tensor(obs, dtype=torch.float32)
+                obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
                 obs_adv = perturb(attacker, obs_t, args.eps, policy, qr_fn, qc, args.attack_steps, args.attack_lr,
                                   generator)
                 with torch.no_grad():
-                    act = actor(obs_adv)[0].numpy()
+                    act = actor(obs_adv)[0].cpu().numpy()
                 obs, rew, terminated, truncated, infos = envs.step(act)
                 live = ~done
                 ep_ret[live] += rew[live]
@@ -563,7 +567,8 @@ def unpack_numpy_rng(state):
 
 def rng_state(rng):
     return dict(python=random.getstate(), numpy=pack_numpy_rng(np.random.get_state()),
-                generator=rng.bit_generator.state, torch=torch.get_rng_state())
+                generator=rng.bit_generator.state, torch=torch.get_rng_state(),
+                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
 
 
 def set_rng_state(state, rng):
@@ -571,6 +576,8 @@ def set_rng_state(state, rng):
     np.random.set_state(unpack_numpy_rng(state["numpy"]))
     rng.bit_generator.state = state["generator"]
     torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def env_state(envs, obs):
@@ -617,7 +624,7 @@ def load_train_state(run_dir):
     if not os.path.isfile(path):
         fail(f"--resume {run_dir!r}: no {STATE_FILE} there, so no run of {ALGO}.py to continue")
     try:
-        state = torch.load(path, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unreadable file is the same bad input to the user
         fail(f"--resume: {path!r} is not a readable training state ({type(exc).__name__})")
     if not isinstance(state, dict) or state.get("algo") != ALGO:
@@ -630,8 +637,8 @@ CLI_CONFIG = (tyro.conf.FlagCreatePairsOff,)  # a boolean flag is --flag alone, 
 
 
 def parse_args(argv=None):
-    """The command line, and with --resume the run's training state. A resumed run keeps its stored arguments; a
-    flag that changes one is an error, except --total-timesteps, which may grow to extend the run."""
+    """The command line, and with --resume the run\'s training state. A resumed run keeps its stored arguments; a
+    flag that changes one is an error, except --total-timesteps, which may grow to extend the run, and --device."""
     args = tyro.cli(Args, args=argv, description=__doc__.splitlines()[0], config=CLI_CONFIG)
     if args.resume is None:
         return args, None
@@ -645,10 +652,11 @@ def parse_args(argv=None):
     # with flag pairs, a boolean stored as True still takes the flag that set it (--no-adv-kl, not --no-no-adv-kl)
     resumed = tyro.cli(Args, args=argv, default=stored, description=__doc__.splitlines()[0])
     for name in (field.name for field in fields(Args)):
-        if name not in ("resume", "run_dir", "output_dir", "total_timesteps") and \
+        if name not in ("resume", "run_dir", "output_dir", "total_timesteps", "device") and \
                 getattr(resumed, name) != getattr(stored, name):
             fail(f"--{name.replace('_', '-')} {getattr(resumed, name)} conflicts with the run's own value "
-                 f"{getattr(stored, name)}; a resumed run keeps its arguments (only --total-timesteps may change)")
+                 f"{getattr(stored, name)}; a resumed run keeps its arguments (only --total-timesteps and --device "
+                 f"may change)")
     if whole_episodes(resumed.total_timesteps, state["episode_steps"]) <= state["global_step"]:
         fail(f"the run in {args.resume!r} has already trained {state['global_step']} env steps; "
              f"raise --total-timesteps above that to extend it")
@@ -682,8 +690,9 @@ def interrupt(signum, frame):
 
 def save_checkpoint(path, actor, qr1, qr2, qc, args, obs_dim, act_dim, global_step):
     checkpoint = dict(algo=ALGO, env_id=args.env_id, args=asdict(args), obs_dim=obs_dim, act_dim=act_dim,
-                      global_step=global_step, actor=actor.state_dict(), qr1=qr1.state_dict(),
-                      qr2=qr2.state_dict(), qc=qc.state_dict())
+                      global_step=global_step, **{name: {key: value.cpu() for key, value in net.state_dict().items()}
+                                                  for name, net in (("actor", actor), ("qr1", qr1), ("qr2", qr2),
+                                                                    ("qc", qc))})
     write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
 
 
@@ -726,7 +735,7 @@ def load_checkpoint(args):
     if not os.path.isfile(path):
         fail(f"checkpoint {path!r} does not exist")
     try:
-        ckpt = torch.load(path, weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unreadable file is the same bad input to the user
         fail(f"checkpoint {path!r} is not a readable torch checkpoint ({type(exc).__name__})")
     keys = ("algo", "env_id", "args", "obs_dim", "act_dim", "actor", "qr1", "qr2", "qc")
@@ -748,7 +757,8 @@ def load_checkpoint(args):
             module.load_state_dict(ckpt[name])
     except RuntimeError:
         fail(f"checkpoint {path!r} holds networks of another shape than {ALGO}.py builds")
-    return actor, qr1, qr2, qc, ckpt["global_step"]
+    device = torch_device(args.device)
+    return actor.to(device), qr1.to(device), qr2.to(device), qc.to(device), ckpt["global_step"]
 
 
 def eval_checkpoint(args):
@@ -766,6 +776,13 @@ def eval_checkpoint(args):
     print(f"wrote {out}")
 
 
+def torch_device(name):
+    """--device: auto takes a GPU when torch sees one."""
+    if name == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda: torch sees no GPU here (torch.cuda.is_available() is False); use --device cpu or auto")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+
+
 def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed)
@@ -774,6 +791,7 @@ def seed_everything(seed):
 
 def train(args, state=None):
     run_dir = args.run_dir or os.path.join(args.output_dir, f"{args.env_id}__{ALGO}__{args.seed}__{int(time.time())}")
+    device = torch_device(args.device)
     if state is None:
         check_new_run_dir(run_dir)
     seed_everything(args.seed)
@@ -794,6 +812,8 @@ def train(args, state=None):
         target.requires_grad_(False)
     networks = dict(actor=actor, target_actor=target_actor, qr1=qr1, qr2=qr2, qc=qc, target_qr1=targets[0],
                     target_qr2=targets[1], target_qc=targets[2])
+    for net in networks.values():
+        net.to(device)
     # fused Adam: the default CPU kernels slow down ~10x on tiny second moments (sqrt of near-denormals)
     actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr, fused=True)
     critic_opt = torch.optim.Adam([*qr1.parameters(), *qr2.parameters(), *qc.parameters()], lr=args.critic_lr,
@@ -858,14 +878,14 @@ def train(args, state=None):
             # ADV-CVPO: the behaviour agent sees, and the buffer stores, MC-attacked observations nu(s)
             seen_obs = obs
             if not args.attack_buffer:
-                seen_obs = critic_attack(torch.as_tensor(obs, dtype=torch.float32), eps_t, actor, qc,
-                                         args.train_attack_steps, args.attack_lr).numpy()
+                seen_obs = critic_attack(torch.as_tensor(obs, dtype=torch.float32, device=device), eps_t, actor, qc,
+                                         args.train_attack_steps, args.attack_lr).cpu().numpy()
             if global_step < args.learning_starts:
                 act = rng.uniform(-1, 1, (args.num_envs, act_dim))
             else:
                 with torch.no_grad():
-                    mean, std = actor(torch.as_tensor(seen_obs, dtype=torch.float32))
-                    act = (mean + std * torch.randn_like(mean)).clamp(-1, 1).numpy()
+                    mean, std = actor(torch.as_tensor(seen_obs, dtype=torch.float32, device=device))
+                    act = (mean + std * torch.randn_like(mean)).clamp(-1, 1).cpu().numpy()
             next_obs, rew, terminated, truncated, infos = envs.step(act)
             cost = step_costs(infos, args.num_envs)
             real_next_obs = next_obs.copy()
@@ -889,7 +909,7 @@ def train(args, state=None):
                 pending_updates += args.num_envs * args.updates_per_step
                 while pending_updates >= 1:
                     pending_updates -= 1
-                    batch = buffer.sample(args.batch_size, rng)
+                    batch = buffer.sample(args.batch_size, rng, device)
                     if args.attack_buffer:  # ADV-EM-CVPO: (nu(s_n), a_n, s_n+1, r_n, c_n)
                         batch[0] = critic_attack(batch[0], eps_t, actor, qc, args.train_attack_steps,
                                                  args.attack_lr)

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import bullet_safety_gym  # noqa: F401  (registers the Safety* envs)
 import gymnasium as gym
@@ -63,9 +63,11 @@ class Args:
     """exact run directory to write into instead of one under --output-dir (must not hold a run already)"""
     resume: Optional[str] = None
     """continue the run in this directory from its last epoch end, with its stored arguments (only
-    --total-timesteps may change: raise it to extend a finished run)"""
+    --total-timesteps and --device may change: raise the first to extend a finished run)"""
     threads: int = 1
     """torch threads; 1 is fastest when each core runs its own process"""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """where the networks, updates and attacks run (auto: a GPU when torch sees one); the envs run on the CPU"""
     total_timesteps: int = 1_000_000
     """environment steps of training, summed over the vector envs"""
     steps_per_epoch: Annotated[Optional[int], per_env("steps_per_epoch")] = None
@@ -331,9 +333,9 @@ class ReplayBuffer:
         for f in self.FIELDS:
             getattr(self, f)[:self.size] = state[f].numpy()
 
-    def sample(self, n, rng):
+    def sample(self, n, rng, device):
         idx = rng.integers(0, self.size, n)
-        return [torch.as_tensor(a[idx]) for a in (self.obs, self.act, self.rew, self.cost, self.next_obs,
+        return [torch.as_tensor(a[idx], device=device) for a in (self.obs, self.act, self.rew, self.cost, self.next_obs,
                                                    self.terminated)]
 
 
@@ -365,7 +367,7 @@ def update_attack_critics(buffer, actor, qr, qc, targets, q_opt, args, rng):
     """Off-policy Q_r, Q_c of the current policy, for the MC and MR attackers only; returns the mean loss."""
     losses = []
     for _ in range(args.q_steps if buffer.size else 0):
-        obs, act, rew, cost, next_obs, terminated = buffer.sample(args.q_batch_size, rng)
+        obs, act, rew, cost, next_obs, terminated = buffer.sample(args.q_batch_size, rng, next(qr.parameters()).device)
         with torch.no_grad():
             mean, std = actor(next_obs)
             next_act = (mean + std * torch.randn_like(mean)).clamp(-1, 1)
@@ -385,6 +387,7 @@ def evaluate(actor, qr, qc, args, attackers=None, episodes=None):
     """Deterministic policy under each attacker, batched across envs; one episode per env, <= 20 envs at once.
     attackers and episodes (per attacker) default to --eval-attackers and --eval-episodes."""
     episodes = episodes or args.eval_episodes
+    device = next(actor.parameters()).device
     training_rng_state = np.random.get_state()  # building an env draws from it too
     n_envs = min(episodes, 20)
     envs = gym.vector.SyncVectorEnv([make_env(args.env_id) for _ in range(n_envs)])
@@ -406,11 +409,11 @@ def evaluate(actor, qr, qc, args, attackers=None, episodes=None):
             ep_ret, ep_cost = np.zeros(n_envs), np.zeros(n_envs)
             done = np.zeros(n_envs, bool)
             while not done.all():
-                obs_t = torch.as_tensor(obs, dtype=torch.float32)
+                obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
                 obs_adv = perturb(attacker, obs_t, args.eps, actor, qr, qc, args.attack_steps, args.attack_lr,
                                   generator)
                 with torch.no_grad():
-                    act = actor(obs_adv)[0].numpy()
+                    act = actor(obs_adv)[0].cpu().numpy()
                 obs, rew, terminated, truncated, infos = envs.step(act)
                 live = ~done
                 ep_ret[live] += rew[live]
@@ -479,7 +482,8 @@ def unpack_numpy_rng(state):
 
 def rng_state(rng):
     return dict(python=random.getstate(), numpy=pack_numpy_rng(np.random.get_state()),
-                generator=rng.bit_generator.state, torch=torch.get_rng_state())
+                generator=rng.bit_generator.state, torch=torch.get_rng_state(),
+                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
 
 
 def set_rng_state(state, rng):
@@ -487,6 +491,8 @@ def set_rng_state(state, rng):
     np.random.set_state(unpack_numpy_rng(state["numpy"]))
     rng.bit_generator.state = state["generator"]
     torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def env_state(envs, obs):
@@ -533,7 +539,7 @@ def load_train_state(run_dir):
     if not os.path.isfile(path):
         fail(f"--resume {run_dir!r}: no {STATE_FILE} there, so no run of {ALGO}.py to continue")
     try:
-        state = torch.load(path, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unreadable file is the same bad input to the user
         fail(f"--resume: {path!r} is not a readable training state ({type(exc).__name__})")
     if not isinstance(state, dict) or state.get("algo") != ALGO:
@@ -546,8 +552,8 @@ CLI_CONFIG = (tyro.conf.FlagCreatePairsOff,)  # a boolean flag is --flag alone, 
 
 
 def parse_args(argv=None):
-    """The command line, and with --resume the run's training state. A resumed run keeps its stored arguments; a
-    flag that changes one is an error, except --total-timesteps, which may grow to extend the run."""
+    """The command line, and with --resume the run\'s training state. A resumed run keeps its stored arguments; a
+    flag that changes one is an error, except --total-timesteps, which may grow to extend the run, and --device."""
     args = tyro.cli(Args, args=argv, description=__doc__.splitlines()[0], config=CLI_CONFIG)
     if args.resume is None:
         return args, None
@@ -561,10 +567,11 @@ def parse_args(argv=None):
     # with flag pairs, a boolean stored as True still takes the flag that set it (--no-adv-kl, not --no-no-adv-kl)
     resumed = tyro.cli(Args, args=argv, default=stored, description=__doc__.splitlines()[0])
     for name in (field.name for field in fields(Args)):
-        if name not in ("resume", "run_dir", "output_dir", "total_timesteps") and \
+        if name not in ("resume", "run_dir", "output_dir", "total_timesteps", "device") and \
                 getattr(resumed, name) != getattr(stored, name):
             fail(f"--{name.replace('_', '-')} {getattr(resumed, name)} conflicts with the run's own value "
-                 f"{getattr(stored, name)}; a resumed run keeps its arguments (only --total-timesteps may change)")
+                 f"{getattr(stored, name)}; a resumed run keeps its arguments (only --total-timesteps and --device "
+                 f"may change)")
     if whole_episodes(resumed.total_timesteps, state["episode_steps"]) <= state["global_step"]:
         fail(f"the run in {args.resume!r} has already trained {state['global_step']} env steps; "
              f"raise --total-timesteps above that to extend it")
@@ -601,7 +608,8 @@ NETWORKS = ("actor", "value_r", "value_c", "qr", "qc")
 
 def save_checkpoint(path, networks, args, obs_dim, act_dim, global_step):
     checkpoint = dict(algo=ALGO, env_id=args.env_id, args=asdict(args), obs_dim=obs_dim, act_dim=act_dim,
-                      global_step=global_step, **{name: net.state_dict() for name, net in networks.items()})
+                      global_step=global_step, **{name: {key: value.cpu() for key, value in net.state_dict().items()}
+                                                  for name, net in networks.items()})
     write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
 
 
@@ -649,7 +657,7 @@ def load_checkpoint(args):
     if not os.path.isfile(path):
         fail(f"checkpoint {path!r} does not exist")
     try:
-        ckpt = torch.load(path, weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unreadable file is the same bad input to the user
         fail(f"checkpoint {path!r} is not a readable torch checkpoint ({type(exc).__name__})")
     keys = ("algo", "env_id", "args", "obs_dim", "act_dim", *NETWORKS)
@@ -669,7 +677,8 @@ def load_checkpoint(args):
             net.load_state_dict(ckpt[name])
     except RuntimeError:
         fail(f"checkpoint {path!r} holds networks of another shape than {ALGO}.py builds")
-    return networks, ckpt["global_step"]
+    device = torch_device(args.device)
+    return {name: net.to(device) for name, net in networks.items()}, ckpt["global_step"]
 
 
 def eval_checkpoint(args):
@@ -686,6 +695,13 @@ def eval_checkpoint(args):
     print(f"wrote {out}")
 
 
+def torch_device(name):
+    """--device: auto takes a GPU when torch sees one."""
+    if name == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda: torch sees no GPU here (torch.cuda.is_available() is False); use --device cpu or auto")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+
+
 def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed)
@@ -694,6 +710,7 @@ def seed_everything(seed):
 
 def train(args, state=None):
     run_dir = args.run_dir or os.path.join(args.output_dir, f"{args.env_id}__{ALGO}__{args.seed}__{int(time.time())}")
+    device = torch_device(args.device)
     if state is None:
         check_new_run_dir(run_dir)
     seed_everything(args.seed)
@@ -713,6 +730,8 @@ def train(args, state=None):
         target.load_state_dict(source.state_dict())
         target.requires_grad_(False)
     all_networks = dict(networks, target_qr=q_targets[0], target_qc=q_targets[1])
+    for net in all_networks.values():
+        net.to(device)
     # fused Adam: the default CPU kernels slow down ~10x on tiny second moments (sqrt of near-denormals)
     actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr, fused=True)
     critic_opt = torch.optim.Adam([*value_r.parameters(), *value_c.parameters()], lr=args.critic_lr, fused=True)
@@ -773,17 +792,17 @@ def train(args, state=None):
             epoch_returns, epoch_costs = [], []
             for _ in range(steps):
                 with torch.no_grad():
-                    mean, std = actor(torch.as_tensor(obs, dtype=torch.float32))
+                    mean, std = actor(torch.as_tensor(obs, dtype=torch.float32, device=device))
                     act = mean + std * torch.randn_like(mean)
                     logp = gaussian_log_prob(mean, std, act)
                 # the env sees the clipped action; PPO's ratio uses the sampled one
-                next_obs, rew, terminated, truncated, infos = envs.step(act.clamp(-1, 1).numpy())
+                next_obs, rew, terminated, truncated, infos = envs.step(act.clamp(-1, 1).cpu().numpy())
                 cost = step_costs(infos, args.num_envs)
                 real_next_obs = next_obs.copy()
                 for i in np.flatnonzero(infos.get("_final_observation", np.zeros(args.num_envs, bool))):
                     real_next_obs[i] = infos["final_observation"][i]
-                rollout.add(obs, act.numpy(), rew, cost, real_next_obs, terminated, truncated, logp.numpy())
-                buffer.add(obs, act.clamp(-1, 1).numpy(), rew, cost, real_next_obs, terminated)
+                rollout.add(obs, act.cpu().numpy(), rew, cost, real_next_obs, terminated, truncated, logp.cpu().numpy())
+                buffer.add(obs, act.clamp(-1, 1).cpu().numpy(), rew, cost, real_next_obs, terminated)
                 obs = next_obs
                 global_step += args.num_envs
                 cumulative_cost += float(cost.sum())
@@ -800,27 +819,27 @@ def train(args, state=None):
 
             # PID Lagrangian on the rollout's mean episodic cost (the running episode's cost if none finished)
             lam = pid.update(float(np.mean(epoch_costs)) if epoch_costs else float(ep_cost.mean()))
-            flat_obs = torch.as_tensor(rollout.obs.reshape(-1, obs_dim))
+            flat_obs = torch.as_tensor(rollout.obs.reshape(-1, obs_dim), device=device)
             with torch.no_grad():
-                values = [v(flat_obs).reshape(shape).numpy() for v in (value_r, value_c)]
-                next_values = [v(torch.as_tensor(rollout.next_obs.reshape(-1, obs_dim))).reshape(shape).numpy()
-                               for v in (value_r, value_c)]
+                values = [v(flat_obs).reshape(shape).cpu().numpy() for v in (value_r, value_c)]
+                next_obs_t = torch.as_tensor(rollout.next_obs.reshape(-1, obs_dim), device=device)
+                next_values = [v(next_obs_t).reshape(shape).cpu().numpy() for v in (value_r, value_c)]
             adv_r, ret_r = gae(rollout.rew, values[0], next_values[0], rollout.terminated, rollout.episode_end,
                                args.gamma, args.gae_lambda)
             adv_c, ret_c = gae(rollout.cost, values[1], next_values[1], rollout.terminated, rollout.episode_end,
                                args.gamma, args.gae_lambda)
-            data = [flat_obs, torch.as_tensor(rollout.act.reshape(-1, act_dim)),
-                    torch.as_tensor(rollout.logp.reshape(-1), dtype=torch.float32),
-                    normalise(torch.as_tensor(adv_r.reshape(-1), dtype=torch.float32)),
-                    normalise(torch.as_tensor(adv_c.reshape(-1), dtype=torch.float32)),
-                    torch.as_tensor(ret_r.reshape(-1), dtype=torch.float32),
-                    torch.as_tensor(ret_c.reshape(-1), dtype=torch.float32)]
+            data = [flat_obs, torch.as_tensor(rollout.act.reshape(-1, act_dim), device=device),
+                    torch.as_tensor(rollout.logp.reshape(-1), dtype=torch.float32, device=device),
+                    normalise(torch.as_tensor(adv_r.reshape(-1), dtype=torch.float32, device=device)),
+                    normalise(torch.as_tensor(adv_c.reshape(-1), dtype=torch.float32, device=device)),
+                    torch.as_tensor(ret_r.reshape(-1), dtype=torch.float32, device=device),
+                    torch.as_tensor(ret_c.reshape(-1), dtype=torch.float32, device=device)]
             # Algorithm 4, line 4: adversarial states for the whole rollout, once per epoch
             obs_adv = perturb(args.attacker, flat_obs, args.eps, actor, qr, qc, args.train_attack_steps, args.attack_lr)
             n = len(flat_obs)
             actor_steps_done, stats = 0, {}
             for _ in range(args.actor_steps):
-                idx = torch.as_tensor(rng.integers(0, n, args.minibatch_size))
+                idx = torch.as_tensor(rng.integers(0, n, args.minibatch_size), device=device)
                 loss, approx_kl = ppol_loss(actor, *(d[idx] for d in data[:5]), lam, args.clip_coef)
                 kl_robust = sa_regulariser(actor, data[0][idx], obs_adv[idx])
                 loss = loss + args.sa_beta * kl_robust  # Algorithm 4, line 9
@@ -834,7 +853,7 @@ def train(args, state=None):
                 actor_opt.step()
                 actor_steps_done += 1
             for _ in range(args.critic_steps):
-                idx = torch.as_tensor(rng.integers(0, n, args.minibatch_size))
+                idx = torch.as_tensor(rng.integers(0, n, args.minibatch_size), device=device)
                 v_loss = F.mse_loss(value_r(data[0][idx]).squeeze(-1), data[5][idx]) + \
                     F.mse_loss(value_c(data[0][idx]).squeeze(-1), data[6][idx])
                 record(stats, {"losses/value_loss": v_loss.item()})

@@ -69,7 +69,7 @@ def test_replay_buffer_wraps_around_and_its_state_round_trips():
     copy = cvpo.ReplayBuffer(5, 2, 1)
     copy.load_state_dict(buffer.state_dict())
     assert (copy.ptr, copy.size) == (buffer.ptr, buffer.size) and np.array_equal(copy.obs, buffer.obs)
-    batch = buffer.sample(4, np.random.default_rng(0))
+    batch = buffer.sample(4, np.random.default_rng(0), "cpu")
     assert [t.shape[0] for t in batch] == [4] * 6
 
 
