@@ -25,7 +25,7 @@ FLAGS = {
     "adv_cvpo": [*OFF_POLICY, "--adv-start-epoch", "0", "--adv-ramp-epochs", "1", "--train-attack-steps", "3"],
     "ppol": ["--q-steps", "5"],
     "sa_ppol": ["--q-steps", "5", "--train-attack-steps", "3"],
-    "adv_ppol": ["--q-steps", "5", "--train-attack-steps", "3", "--adv-start-epoch", "0", "--adv-ramp-epochs", "1"],
+    "adv_ppol": ["--q-steps", "5", "--train-attack-steps", "3", "--adv-start-steps", "1", "--adv-ramp-steps", "1"],
 }
 
 
