@@ -14,8 +14,9 @@ ON_POLICY = ("ppol", "sa_ppol", "adv_ppol")
 MODULES = {name: importlib.import_module(name) for name in OFF_POLICY + ON_POLICY}
 # each script's own: its flags, their checks, its loop, and SAFER's multiplier step with beta_adv's own cap
 OWN = {"Args", "resolve_args", "train", "dual_step"}
-# one copy per family: the off-policy scripts have two reward critics and a state-dependent std
-PER_FAMILY = {"Actor", "evaluate", "save_checkpoint", "load_checkpoint", "eval_checkpoint"}
+# one copy per family: the off-policy scripts have two reward critics and a state-dependent std, and ADV-PPOL
+# ramps its attack as its authors did, exponentially in env steps
+PER_FAMILY = {"Actor", "evaluate", "save_checkpoint", "load_checkpoint", "eval_checkpoint", "eps_schedule"}
 
 
 def definitions(module):
