@@ -1,7 +1,7 @@
 """Speed of the scripts and attacks.py, all figures from one run (the machine is shared: compare ratios).
 
-(a) cvpo.py, safer.py and ppol.py training env steps/s against raw env stepping with random actions, same
-    --num-envs (ppol.py at its own default of 10 envs, against raw stepping at 10 envs);
+(a) each script's training env steps/s against raw env stepping with random actions, same --num-envs (the
+    on-policy scripts at their default of 10 envs, against raw stepping at 10 envs; ADV-PPOL attacked throughout);
 (b) one evaluation step under MC with 200 attack steps, batched across 1, 4, 16 envs, over an unattacked step;
 (c) the E-step: dual solve alone and the whole E-step (particle Q evaluation included) for N x K tables;
 (d) where an update's time goes, CVPO against SAFER: critics, E-step, SAFER's attack, M-step.
@@ -54,7 +54,7 @@ def raw_sps(env_id, num_envs, steps):
 
 
 def training_sps(script, env_id, num_envs, steps, flags):
-    """Mean SPS of a short training run, over its epochs after the first `skip` env steps."""
+    """Mean SPS of a short training run over its epochs (the off-policy ones after their random steps)."""
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([sys.executable, os.path.join(ROOT, script), "--env-id", env_id, "--num-envs",
                         str(num_envs), "--total-timesteps", str(steps), *flags, "--eval-attackers", "none",
@@ -62,8 +62,9 @@ def training_sps(script, env_id, num_envs, steps, flags):
                        capture_output=True)
         with open(os.path.join(tmp, "run", "progress.csv")) as f:
             rows = list(csv.DictReader(f))
-    off_policy_rows = [r for r in rows if int(r["global_step"]) > 5000]
-    return float(np.mean([float(r["SPS"]) for r in (off_policy_rows if script != "ppol.py" else rows)]))
+    if script in ("cvpo.py", "safer.py"):  # after the 5000 random steps
+        rows = [r for r in rows if int(r["global_step"]) > 5000]
+    return float(np.mean([float(r["SPS"]) for r in rows]))
 
 
 def timed(fn, repeats):
@@ -146,9 +147,12 @@ if __name__ == "__main__":
         print(f"(a) {args.env_id}, {args.num_envs} envs: raw random stepping {raw:.0f} steps/s, {script} training "
               f"{train:.0f} steps/s, ratio {train / raw:.2f}")
     raw10 = raw_sps(args.env_id, 10, 6000)
-    train = training_sps("ppol.py", args.env_id, 10, 90_000, ["--steps-per-epoch", "30000"])
-    print(f"(a) {args.env_id}, 10 envs: raw random stepping {raw10:.0f} steps/s, ppol.py training {train:.0f} "
-          f"steps/s, ratio {train / raw10:.2f}")
+    on_policy = ["--steps-per-epoch", "30000"]
+    for script, flags in (("ppol.py", on_policy), ("sa_ppol.py", on_policy),
+                          ("adv_ppol.py", [*on_policy, "--adv-start-steps", "0"])):  # attacked from the start
+        train = training_sps(script, args.env_id, 10, 90_000, flags)
+        print(f"(a) {args.env_id}, 10 envs: raw random stepping {raw10:.0f} steps/s, {script} training {train:.0f} "
+              f"steps/s, ratio {train / raw10:.2f}")
     for batch in (1, 4, 16):
         clean = eval_step_cost(args.env_id, batch, "none", repeats=50)
         attacked = eval_step_cost(args.env_id, batch, "mc")

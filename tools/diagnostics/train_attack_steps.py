@@ -1,6 +1,7 @@
-"""How many MC steps the attack inside SAFER's update needs: attack strength against time, per step budget.
+"""How many MC steps a training attack needs (SAFER's inside the update, ADV-PPOL's on the rollouts): attack
+strength against time, per step budget.
 
-Loads a trained cvpo.py or safer.py checkpoint, collects a batch of states by running its policy, and for each
+Loads a trained checkpoint of any of the scripts, collects a batch of states by running its policy, and for each
 step budget reports the rise of Q_c(s0, mu(nu(s0))) over the clean Q_c(s0, mu(s0)) as a fraction of what
 200 steps reach, the time of one batched attack, and what SAFER's adversarial KL term (eq. 8, decoupled mean
 part) would see: KL(pi(s0) || pi(nu(s0))) and the mean action shift. Last, the policy mean's sensitivity to
@@ -13,6 +14,7 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+import importlib
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -22,14 +24,13 @@ import numpy as np
 import torch
 import tyro
 
-import cvpo
 from attacks import critic_attack, gaussian_kl
 
 
 @dataclass
 class Args:
     checkpoint: str
-    """model.pt of cvpo.py or safer.py"""
+    """model.pt of any of the six scripts (its actor and cost critic are attacked)"""
     batch_size: int = 128
     """states per attack, as N in the update (--batch-size of the off-policy scripts)"""
     budgets: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 200)
@@ -41,8 +42,13 @@ class Args:
 if __name__ == "__main__":
     args = tyro.cli(Args)
     torch.set_num_threads(1)
-    ckpt = torch.load(args.checkpoint, weights_only=True)
-    actor, qc = cvpo.Actor(ckpt["obs_dim"], ckpt["act_dim"]), cvpo.QNetwork(ckpt["obs_dim"], ckpt["act_dim"])
+    ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    script = importlib.import_module(ckpt["algo"])  # the script that wrote it builds its networks
+    if hasattr(script, "build_networks"):  # the on-policy family
+        networks = script.build_networks(ckpt["obs_dim"], ckpt["act_dim"])
+        actor, qc = networks["actor"], networks["qc"]
+    else:
+        actor, qc = script.Actor(ckpt["obs_dim"], ckpt["act_dim"]), script.QNetwork(ckpt["obs_dim"], ckpt["act_dim"])
     actor.load_state_dict(ckpt["actor"])
     qc.load_state_dict(ckpt["qc"])
     eps = ckpt["args"]["eps"] if args.eps is None else args.eps
