@@ -109,6 +109,11 @@ class Args:
     """E-step KL bound delta of eq. (4)"""
     lam_max: float = 20.0
     """upper bound of lam in the dual (6): where no re-weighting meets the cost bound, reward still counts"""
+    estep_solver: Literal["exact", "adam"] = "exact"
+    """dual (6) solved to optimality on every batch (exact, the paper's E-step), or one Adam step per update on
+    (eta, lam) carried across updates (adam, FSRL's smoothed E-step)"""
+    estep_dual_lr: float = 0.02
+    """Adam step size of --estep-solver adam"""
     mstep_iters: Annotated[Optional[int], per_env("mstep_iters")] = None
     """M-step gradient iterations per update"""
     mstep_kl: Annotated[Optional[float], per_env("mstep_kl")] = None
@@ -185,8 +190,8 @@ def resolve_args(args):
                  "iteration_steps"):
         if getattr(args, name) < 0:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    for name in ("eps", "lam_max", "estep_kl", "mstep_kl", "mstep_kl_std", "actor_lr", "critic_lr", "mstep_dual_lr",
-                 "mstep_dual_max", "max_grad_norm", "attack_lr"):
+    for name in ("eps", "estep_dual_lr", "lam_max", "estep_kl", "mstep_kl", "mstep_kl_std", "actor_lr", "critic_lr",
+                 "mstep_dual_lr", "mstep_dual_max", "max_grad_norm", "attack_lr"):
         if not getattr(args, name) >= 0:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if not (0 < args.gamma < 1 and 0 <= args.polyak < 1):
@@ -392,9 +397,39 @@ def solve_dual(qr, qc, estep_kl, qc_threshold, x0, lam_max=20.0, tol=1e-3):
     return x
 
 
+class AdamDual:
+    """FSRL's smoothed E-step: instead of solving dual (6) on each batch, one Adam step on (eta, lam) per update,
+    kept in [1e-6, inf) x [0, lam_max], so the multipliers move smoothly across batches."""
+
+    def __init__(self, x0, lr, estep_kl, qc_threshold, lam_max):
+        self.x = torch.tensor(x0, dtype=torch.float64, requires_grad=True)
+        self.opt = torch.optim.Adam([self.x], lr=lr)
+        self.estep_kl, self.qc_threshold, self.lam_max = estep_kl, qc_threshold, lam_max
+
+    def step(self, qr, qc):
+        _, grad = dual_function(self.x.tolist(), np.asarray(qr, np.float64), np.asarray(qc, np.float64),
+                                self.estep_kl, self.qc_threshold)
+        self.x.grad = torch.as_tensor(grad)
+        self.opt.step()
+        with torch.no_grad():
+            self.x[0].clamp_(min=1e-6)
+            self.x[1].clamp_(0.0, self.lam_max)
+        eta, lam = self.x.detach().tolist()
+        return eta, lam
+
+    def state_dict(self):
+        return dict(x=self.x.detach().clone(), opt=self.opt.state_dict())
+
+    def load_state_dict(self, state):
+        with torch.no_grad():
+            self.x.copy_(state["x"])
+        self.opt.load_state_dict(state["opt"])
+
+
 def e_step(obs, target_actor, target_qr1, target_qr2, target_qc, num_particles, estep_kl, qc_threshold, x0,
-           lam_max=20.0):
-    """Constrained E-step: K particles a_nk ~ pi_old(.|s_n), dual (6), weights q_nk of eq. (5)."""
+           lam_max=20.0, adam_dual=None):
+    """Constrained E-step: K particles a_nk ~ pi_old(.|s_n), dual (6) (solved from x0, or one step of adam_dual),
+    weights q_nk of eq. (5)."""
     n = obs.shape[0]
     with torch.no_grad():
         mean, std = target_actor(obs)
@@ -409,7 +444,10 @@ def e_step(obs, target_actor, target_qr1, target_qr2, target_qc, num_particles, 
     for name, table in (("reward", qr), ("cost", qc)):
         if not torch.isfinite(table).all():
             fail(f"the {name} critic diverged: non-finite Q values in the E-step (try a lower --critic-lr)")
-    eta, lam = solve_dual(qr.cpu().numpy(), qc.cpu().numpy(), estep_kl, qc_threshold, x0, lam_max)
+    if adam_dual is None:
+        eta, lam = solve_dual(qr.cpu().numpy(), qc.cpu().numpy(), estep_kl, qc_threshold, x0, lam_max)
+    else:
+        eta, lam = adam_dual.step(qr.cpu().numpy(), qc.cpu().numpy())
     weights = torch.softmax((qr - lam * qc) / eta, dim=1)
     return particles, weights, eta, lam
 
@@ -823,6 +861,8 @@ def train(args, state=None):
 
     progress_rows, eval_rows, best = [], [], None
     dual_x = np.array([1.0, 1.0])  # E-step (eta, lam), warm start
+    adam_dual = (AdamDual(dual_x, args.estep_dual_lr, args.estep_kl, qc_threshold, args.lam_max)
+                 if args.estep_solver == "adam" else None)
     m_duals = [1.0, 1.0]  # M-step multipliers (beta_mean, beta_std)
     eps_t = 0.0
     ep_ret, ep_cost = np.zeros(args.num_envs), np.zeros(args.num_envs)
@@ -840,6 +880,8 @@ def train(args, state=None):
         buffer.load_state_dict(state["buffer"])
         progress_rows, eval_rows, best = state["progress_rows"], state["eval_rows"], state["best"]
         dual_x, m_duals = np.array(state["dual_x"]), list(state["m_duals"])
+        if adam_dual is not None:
+            adam_dual.load_state_dict(state["adam_dual"])
         cumulative_cost, pending_updates = state["cumulative_cost"], state["pending_updates"]
         global_step, epoch, wall_time = state["global_step"], state["epoch"], state["wall_time"]
         iteration_start_step, eps_t = state["iteration_start_step"], state["eps_t"]
@@ -851,9 +893,10 @@ def train(args, state=None):
                     wall_time=wall_time, networks={name: net.state_dict() for name, net in networks.items()},
                     optimizers=dict(actor=actor_opt.state_dict(), critic=critic_opt.state_dict()),
                     buffer=buffer.state_dict(), progress_rows=progress_rows, eval_rows=eval_rows, best=best,
-                    dual_x=dual_x.tolist(), m_duals=list(m_duals), cumulative_cost=cumulative_cost,
-                    pending_updates=pending_updates, iteration_start_step=iteration_start_step, eps_t=eps_t,
-                    envs=env_state(envs, obs), rng=rng_state(rng))
+                    dual_x=dual_x.tolist(), adam_dual=adam_dual and adam_dual.state_dict(), m_duals=list(m_duals),
+                    cumulative_cost=cumulative_cost, pending_updates=pending_updates,
+                    iteration_start_step=iteration_start_step, eps_t=eps_t, envs=env_state(envs, obs),
+                    rng=rng_state(rng))
 
     make_run_dir(run_dir)
     state_path = os.path.join(run_dir, STATE_FILE)
@@ -916,7 +959,7 @@ def train(args, state=None):
                     loss_qr, loss_qc = update_critics(batch, qr1, qr2, qc, targets, target_actor, critic_opt,
                                                       args.gamma)
                     particles, weights, eta, lam = e_step(batch[0], target_actor, *targets, args.num_particles,
-                                                          args.estep_kl, qc_threshold, dual_x, args.lam_max)
+                                                          args.estep_kl, qc_threshold, dual_x, args.lam_max, adam_dual)
                     dual_x = np.array([eta, lam])
                     log_lik, kl_mean, kl_std = m_step(actor, target_actor, actor_opt, batch[0], particles, weights,
                                                       m_duals, args)

@@ -180,3 +180,21 @@ def test_non_finite_q_table_stops_with_one_line_naming_the_critic(bad):
         run_e_step(nan if bad == "reward" else finite, nan if bad == "cost" else finite, 1.0)
     message = str(stop.value)
     assert f"the {bad} critic diverged" in message and "\n" not in message
+
+
+def test_adam_dual_settles_at_the_exact_solution_and_resumes_exactly():
+    """--estep-solver adam: repeated single Adam steps on one pair of tables reach the exact solve's (eta, lam), with
+    lam inside its box; and a step after a state round trip is the step without one."""
+    rng = np.random.default_rng(0)
+    qr, qc = rng.normal(size=(64, 16)), rng.uniform(0, 3, (64, 16))
+    threshold = float(qc.mean()) - 0.3  # binding: lam > 0 at the optimum
+    exact = cvpo.solve_dual(qr, qc, 0.1, threshold, np.array([1.0, 1.0]))
+    dual = cvpo.AdamDual([1.0, 1.0], 0.02, 0.1, threshold, 20.0)
+    for _ in range(3000):
+        eta, lam = dual.step(qr, qc)
+    assert 0 < exact[1] < 20
+    assert eta == pytest.approx(exact[0], rel=0.02) and lam == pytest.approx(exact[1], rel=0.02)
+    saved = dual.state_dict()
+    copy = cvpo.AdamDual([5.0, 0.0], 0.02, 0.1, threshold, 20.0)
+    copy.load_state_dict(saved)
+    assert copy.step(qr + 0.5, qc) == dual.step(qr + 0.5, qc)
