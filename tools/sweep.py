@@ -162,6 +162,8 @@ def run_ray(jobs, args):
     runtime_env = dict(working_dir=ROOT, excludes=[".git", ".venv", "results", "runs", "**/__pycache__"],
                        env_vars=THREAD_ENV)
     if args.ray_address == "local":
+        # Ray starts its workers at nice 15, and a run then waits behind anything else on the machine
+        os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(num_cpus=args.workers, include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
     else:
         ray.init(address=args.ray_address, runtime_env=runtime_env, log_to_driver=False)
