@@ -75,8 +75,6 @@ def our_command(script, args, run_dir):
 
 def fsrl_command(args, log_dir):
     script = os.path.join(args.fsrl, "examples", "mlp", "train_cvpo_agent.py")
-    if not os.path.isfile(script):
-        fail(f"--fsrl {args.fsrl!r}: no examples/mlp/train_cvpo_agent.py there (an FSRL checkout is needed)")
     return [args.fsrl_python, script, "--task", args.env_id, "--cost_limit", str(args.cost_limit), "--seed",
             str(args.seed), "--training_num", "2", "--thread", "1", "--logdir", log_dir, "--verbose", "True"]
 
@@ -191,6 +189,9 @@ def main(args):
         fail(f"--minutes must be > 0, got {args.minutes}")
     if args.pair == "cvpo-fsrl" and args.fsrl is None:
         fail("--pair cvpo-fsrl needs --fsrl PATH (an FSRL checkout) and --fsrl-python (its venv's python)")
+    if args.pair == "cvpo-fsrl" and not os.path.isfile(os.path.join(args.fsrl, "examples", "mlp",
+                                                                    "train_cvpo_agent.py")):
+        fail(f"--fsrl {args.fsrl!r}: no examples/mlp/train_cvpo_agent.py there (an FSRL checkout is needed)")
     out = args.output_dir or os.path.join(ROOT, "runs", f"time_to_quality_{args.pair}_{int(time.time())}")
     os.makedirs(out, exist_ok=True)
     start = time.time()
