@@ -86,8 +86,9 @@ class Run:
         self.name, self.points, self.start, self.step = name, [], start, 0
         self.log = open(log_path, "w")
         env = dict(os.environ, **THREAD_ENV, WANDB_MODE="offline")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                                     env=env, start_new_session=True)
+        # in the output folder, where FSRL's logger writes its wandb/ folder
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     cwd=os.path.dirname(log_path), env=env, start_new_session=True)
         self.reader = threading.Thread(target=self.read, daemon=True)
         self.reader.start()
 
