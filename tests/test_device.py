@@ -13,6 +13,8 @@ import sys
 import pytest
 import torch
 
+from recording import assert_eval_outputs
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = os.path.join(ROOT, "tests", "data", "cpu_reference.json")
 SCRIPTS = ("cvpo", "safer", "adv_cvpo", "ppol", "sa_ppol", "adv_ppol")
@@ -29,8 +31,12 @@ FLAGS = {
 }
 
 
+NETWORKS = {script: ("actor", "qr1", "qr2", "qc") for script in SCRIPTS[:3]} | {
+    script: ("actor", "value_r", "value_c", "qr", "qc") for script in SCRIPTS[3:]}
+
+
 def tiny_run(script, run_dir, *extra):
-    """progress.csv (timings aside) and eval.json's results of a tiny run."""
+    """progress.csv (timings aside) and eval.json's results of a tiny run, after checking its output files."""
     proc = subprocess.run([sys.executable, f"{script}.py", *COMMON, *FLAGS[script], *extra, "--run-dir", run_dir],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
@@ -38,6 +44,9 @@ def tiny_run(script, run_dir, *extra):
         progress = [{k: v for k, v in row.items() if k not in ("SPS", "wall_time")} for row in csv.DictReader(f)]
     with open(os.path.join(run_dir, "eval.json")) as f:
         results = json.load(f)["results"]
+    assert_eval_outputs(run_dir)
+    networks = torch.load(os.path.join(run_dir, "model.pt"), weights_only=True)
+    assert set(NETWORKS[script]) <= set(networks)
     return dict(progress=progress, results=results)
 
 
