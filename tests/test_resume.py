@@ -93,25 +93,37 @@ def straight_runs(tmp_path_factory):
     return runs
 
 
+def tensorboard_points(path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    scalars = EventAccumulator(str(path)).Reload()
+    return {tag: [(e.step, e.value) for e in scalars.Scalars(tag)] for tag in scalars.Tags()["scalars"]
+            if not tag.endswith("SPS")}  # timings
+
+
 @pytest.mark.parametrize("script", FAMILIES)
 def test_killed_inside_epoch_3_and_resumed_is_the_uninterrupted_run(script, straight_runs, tmp_path):
+    """Killed 0.1 s into epoch 3, when its first episode and loss points may already be in the events file: the
+    resumed run's files, and its TensorBoard points (no duplicates, none missing), are the uninterrupted run's."""
     run_dir = tmp_path / "run"
-    kill_after(script, [*FAMILIES[script], "--total-timesteps", "800"], run_dir, epoch=2)
+    kill_after(script, [*FAMILIES[script], "--total-timesteps", "800"], run_dir, epoch=2, delay=0.1)
     assert saved_epoch(run_dir) == 2 and not (run_dir / "eval.json").exists()
     resumed = run(script, "--resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed at step 400, epoch 2" in resumed.stdout
     assert "warning" not in resumed.stdout
     assert_same_run(straight_runs[script], run_dir)
+    assert tensorboard_points(run_dir) == tensorboard_points(straight_runs[script])
     assert not glob.glob(str(run_dir / "*.tmp*"))
 
 
 def test_finished_run_extended_by_a_larger_total_is_the_longer_run(straight_runs, tmp_path):
+    """Also on another --device setting, the one other flag a resume may change (a run started on a GPU goes on
+    where there is none)."""
     run_dir = tmp_path / "run"
     proc = run("cvpo.py", *FAMILIES["cvpo.py"], "--total-timesteps", "400", "--run-dir", str(run_dir))
     assert proc.returncode == 0, proc.stderr
     assert_clean_failure(run("cvpo.py", "--resume", str(run_dir)), "--total-timesteps", "400")
-    proc = run("cvpo.py", "--resume", str(run_dir), "--total-timesteps", "800")
+    proc = run("cvpo.py", "--resume", str(run_dir), "--total-timesteps", "800", "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     straight = straight_runs["cvpo.py"]
     assert table(straight / "progress.csv", ("SPS", "wall_time")) == table(run_dir / "progress.csv",
@@ -124,20 +136,6 @@ def test_finished_run_extended_by_a_larger_total_is_the_longer_run(straight_runs
     assert "step 600/800 (75%)" in epoch_line and "min, ETA" in epoch_line and "SPS" in epoch_line
     assert "return" in epoch_line and "cost" in epoch_line and "E-step temperature" in epoch_line
     assert " eta " not in epoch_line
-
-
-def test_tensorboard_continues_without_duplicate_points(straight_runs, tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    run_dir = tmp_path / "run"
-    # 0.1 s into epoch 3: its episode and loss points reach the events file before the kill
-    kill_after("cvpo.py", [*FAMILIES["cvpo.py"], "--total-timesteps", "800"], run_dir, epoch=2, delay=0.1)
-    assert run("cvpo.py", "--resume", str(run_dir)).returncode == 0
-
-    def points(path):
-        scalars = EventAccumulator(str(path)).Reload()
-        return {tag: [(e.step, e.value) for e in scalars.Scalars(tag)] for tag in scalars.Tags()["scalars"]
-                if tag != "charts/SPS"}
-    assert points(run_dir) == points(straight_runs["cvpo.py"])
 
 
 def assert_clean_failure(proc, *needles):
