@@ -13,7 +13,6 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import sys
-import time
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -28,6 +27,7 @@ sys.path.insert(0, ROOT)
 import cvpo  # noqa: E402
 import safer  # noqa: E402
 from attacks import critic_attack  # noqa: E402
+from speed import timed  # noqa: E402  (benchmarks/speed.py, beside this script)
 
 
 @dataclass
@@ -38,14 +38,6 @@ class Args:
     """calls timed per part (after one warm-up call)"""
     rows: int = 12
     """operators listed per profile"""
-
-
-def timed_ms(fn, repeats):
-    fn()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return 1000 * (time.perf_counter() - start) / repeats
 
 
 def setup(env_id):
@@ -131,9 +123,9 @@ def main(args):
     update_parts = parts(args.env_id)
     print(f"{args.env_id}, one torch thread, ms per call (mean of {args.repeats}):")
     for name, fn in update_parts.items():
-        print(f"  {name:45s} {timed_ms(fn, args.repeats):8.2f}")
+        print(f"  {name:45s} {1e3 * timed(fn, args.repeats):8.2f}")
     step, envs = eval_step(args.env_id)
-    print(f"  {'evaluation step under MC-200, 16 envs':45s} {timed_ms(step, max(1, args.repeats // 5)):8.2f}")
+    print(f"  {'evaluation step under MC-200, 16 envs':45s} {1e3 * timed(step, max(1, args.repeats // 5)):8.2f}")
     for name in ("E-step (whole)", next(n for n in update_parts if n.startswith("SAFER robust M-step"))):
         print(f"\noperators of {name}:")
         print(op_table(update_parts[name], 3, args.rows))
