@@ -1,5 +1,5 @@
-"""Time to a good policy, side by side: cvpo.py against FSRL's CVPO, or safer.py against cvpo.py, on one env, one
-process per core for the same wall time.
+"""Time to a good policy, side by side: cvpo.py against FSRL's CVPO, safer.py against cvpo.py, or cvpo.py against
+itself with other flags, on one env, one process per core for the same wall time.
 
 Both runs start together. Each one's deterministic evaluation (ours: 2 episodes after every epoch; FSRL's: its
 2 test episodes after each of its epochs) is stamped with the wall time since the start and its env steps. Printed:
@@ -9,6 +9,7 @@ last ten evaluations; written: the points (JSON) and the two curves against wall
     python benchmarks/time_to_quality.py --pair cvpo-fsrl --fsrl ~/FSRL --fsrl-python ~/fsrl-venv/bin/python \
         --minutes 21
     python benchmarks/time_to_quality.py --pair safer-cvpo --minutes 60
+    python benchmarks/time_to_quality.py --pair cvpo-cvpo --extra-second='--estep-solver adam'
 
 FSRL is not a dependency: clone it (github.com/liuzuxin/FSRL) and install it in a venv of its own
 (pip install torch==2.13.0 ./FSRL bullet-safety-gym==1.4.0); --fsrl-python is that venv's python.
@@ -35,7 +36,7 @@ THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THRE
 
 @dataclass
 class Args:
-    pair: Literal["cvpo-fsrl", "safer-cvpo"] = "cvpo-fsrl"
+    pair: Literal["cvpo-fsrl", "safer-cvpo", "cvpo-cvpo"] = "cvpo-fsrl"
     """what runs against what"""
     minutes: float = 21.0
     """wall time of both runs"""
@@ -53,6 +54,8 @@ class Args:
     """python of the venv FSRL is installed in"""
     extra: str = ""
     """extra flags for our script(s), e.g. --extra='--mstep-iters 5'"""
+    extra_second: str = ""
+    """flags of the second cvpo.py run, in place of --extra (with --pair cvpo-cvpo)"""
     output_dir: Optional[str] = None
     """where the runs, points.json and curves.png go (default: a new folder under runs/)"""
 
@@ -66,11 +69,11 @@ OUR_EVAL = re.compile(r"^eval none\s+return\s+(-?[\d.]+) \+- [\d.]+\s+cost\s+(-?
 FSRL_NUMBER = r"(-?[\d.]+(?:e[-+]?\d+)?)"
 
 
-def our_command(script, args, run_dir):
+def our_command(script, args, run_dir, extra=None):
     return [sys.executable, os.path.join(ROOT, script), "--env-id", args.env_id, "--seed", str(args.seed),
             "--cost-limit", str(args.cost_limit), "--total-timesteps", "100000000", "--eval-every", "1",
             "--eval-every-attackers", "none", "--eval-every-episodes", "2", "--run-dir", run_dir,
-            *args.extra.split()]
+            *(args.extra if extra is None else extra).split()]
 
 
 def fsrl_command(args, log_dir):
@@ -182,18 +185,24 @@ def plot(runs, path, args):
     axes[0, 0].legend()
     fig.suptitle(f"{args.env_id}, seed {args.seed}, side by side for {args.minutes:g} minutes")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path + ".tmp.png", dpi=100)
+    os.replace(path + ".tmp.png", path)
 
 
 def main(args):
     if args.minutes <= 0:
         fail(f"--minutes must be > 0, got {args.minutes}")
+    if args.pair == "cvpo-cvpo" and args.extra_second.split() == args.extra.split():
+        fail(f"--pair cvpo-cvpo needs --extra-second flags other than --extra's ({args.extra_second!r} given): "
+             "the second run's setting")
     if args.pair == "cvpo-fsrl" and args.fsrl is None:
         fail("--pair cvpo-fsrl needs --fsrl PATH (an FSRL checkout) and --fsrl-python (its venv's python)")
     if args.pair == "cvpo-fsrl" and not os.path.isfile(os.path.join(args.fsrl, "examples", "mlp",
                                                                     "train_cvpo_agent.py")):
         fail(f"--fsrl {args.fsrl!r}: no examples/mlp/train_cvpo_agent.py there (an FSRL checkout is needed)")
-    out = args.output_dir or os.path.join(ROOT, "runs", f"time_to_quality_{args.pair}_{int(time.time())}")
+    # absolute: each run's working directory is the output folder
+    default_out = os.path.join(ROOT, "runs", f"time_to_quality_{args.pair}_{int(time.time())}")
+    out = os.path.abspath(args.output_dir or default_out)
     os.makedirs(out, exist_ok=True)
     start = time.time()
     if args.pair == "cvpo-fsrl":
@@ -201,9 +210,15 @@ def main(args):
                        os.path.join(out, "cvpo.log"), start),
                 FsrlRun("FSRL CVPO", fsrl_command(args, tempfile.mkdtemp(dir=out)), os.path.join(out, "fsrl.log"),
                         start)]
-    else:
+    elif args.pair == "safer-cvpo":
         runs = [OurRun(name, our_command(name, args, os.path.join(out, name.removesuffix(".py"))),
                        os.path.join(out, name.replace(".py", ".log")), start) for name in ("safer.py", "cvpo.py")]
+    else:
+        runs = [OurRun(f"cvpo.py {args.extra.strip()}".strip(),
+                       our_command("cvpo.py", args, os.path.join(out, "cvpo")), os.path.join(out, "cvpo.log"), start),
+                OurRun(f"cvpo.py {args.extra_second.strip()}",
+                       our_command("cvpo.py", args, os.path.join(out, "cvpo_second"), args.extra_second),
+                       os.path.join(out, "cvpo_second.log"), start)]
     try:
         while time.time() - start < args.minutes * 60 and any(r.proc.poll() is None for r in runs):
             time.sleep(5)
@@ -213,8 +228,9 @@ def main(args):
     for run in runs:
         if not run.points:
             print(f"warning: no evaluation parsed from {run.name}; see {run.log.name}", file=sys.stderr)
-    with open(os.path.join(out, "points.json"), "w") as f:
+    with open(os.path.join(out, "points.json.tmp"), "w") as f:
         json.dump({run.name: run.points for run in runs}, f, indent=1)
+    os.replace(os.path.join(out, "points.json.tmp"), os.path.join(out, "points.json"))
     plot(runs, os.path.join(out, "curves.png"), args)
     print("\n".join(summary(run, args) for run in runs))
     print(f"wrote {out}/points.json and curves.png")

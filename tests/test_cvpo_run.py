@@ -1,6 +1,8 @@
 """cvpo.py end to end: a tiny run writes its outputs, re-evaluation and re-runs reproduce, bad input fails cleanly."""
 
+import csv
 import glob
+import importlib.util
 import json
 import os
 import re
@@ -31,6 +33,7 @@ def tiny_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "run"
     proc = run_script(*TINY, "--eval-every", "2", "--eval-every-attackers", "none", "--run-dir", str(run_dir))
     assert proc.returncode == 0, proc.stderr
+    (run_dir.parent / "console.txt").write_text(proc.stdout)
     return run_dir
 
 
@@ -185,3 +188,19 @@ def test_evaluation_under_an_attacker_does_not_depend_on_what_ran_before(tmp_pat
         assert proc.returncode == 0, proc.stderr
         results[len(attackers)] = json.loads(out.read_text())["results"]["mc"]
     assert results[1] == results[2]
+
+
+def test_time_to_quality_benchmark_reads_every_natural_evaluation_from_the_console(tiny_run):
+    """benchmarks/time_to_quality.py follows cvpo.py by its printed lines; they must give evals.csv's natural rows."""
+    spec = importlib.util.spec_from_file_location("time_to_quality",
+                                                  os.path.join(ROOT, "benchmarks", "time_to_quality.py"))
+    ttq = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ttq)
+    run = ttq.OurRun.__new__(ttq.OurRun)
+    run.points, run.step, run.start = [], 0, 0.0
+    for line in (tiny_run.parent / "console.txt").read_text().splitlines():
+        run.parse(line.strip())
+    with open(tiny_run / "evals.csv") as f:
+        natural = [r for r in csv.DictReader(f) if r["attacker"] == "none"]
+    assert [(p["env_steps"], p["reward"], p["cost"]) for p in run.points] == [
+        (int(r["global_step"]), round(float(r["return_mean"]), 2), round(float(r["cost_mean"]), 2)) for r in natural]

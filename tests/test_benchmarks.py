@@ -1,0 +1,55 @@
+"""The side-by-side benchmark's parsing of FSRL's console, its quality rule, and its refusals."""
+
+import importlib.util
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+spec = importlib.util.spec_from_file_location("time_to_quality", os.path.join(ROOT, "benchmarks", "time_to_quality.py"))
+ttq = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ttq)
+
+# the shape of FSRL's verbose epoch summary (tianshou-style logger): rows of a table, then the epoch line
+FSRL_EPOCH = """
+|          mstep/mstep_kl_std |         0.00051 |
+|                   test/cost |             3.5 |
+|                 test/length |             300 |
+|                 test/reward |           -1.11 |
+|             update/env_step |         1.2e+04 |
+Epoch: 1 {'duration': 54.9, 'test_time': 1.07}
+|                   test/cost |               0 |
+|                 test/reward |             221 |
+|             update/env_step |       1.5e+04 |
+Epoch: 2 {'duration': 50.1, 'test_time': 1.10}
+"""
+
+
+def test_fsrl_epoch_tables_become_points():
+    run = ttq.FsrlRun.__new__(ttq.FsrlRun)
+    run.points, run.step, run.start = [], 0, 0.0
+    for line in FSRL_EPOCH.splitlines():
+        run.parse(line.strip())
+    assert [(p["env_steps"], p["reward"], p["cost"]) for p in run.points] == [(12000, -1.11, 3.5), (15000, 221.0, 0.0)]
+
+
+def test_first_time_needs_reward_and_cost_together():
+    points = [dict(minutes=1, reward=260, cost=9), dict(minutes=2, reward=210, cost=0), dict(minutes=3, reward=255,
+                                                                                            cost=5)]
+    assert ttq.first_time(points, 200, 5)["minutes"] == 2
+    assert ttq.first_time(points, 250, 5)["minutes"] == 3
+    assert ttq.first_time(points, 300, 5) is None
+
+
+@pytest.mark.parametrize("changes, needle", [
+    (dict(minutes=0), "--minutes must be > 0, got 0"),
+    (dict(pair="cvpo-fsrl", fsrl=None), "--pair cvpo-fsrl needs --fsrl PATH"),
+    (dict(pair="cvpo-fsrl", fsrl="/nonexistent"), "--fsrl '/nonexistent': no examples/mlp/train_cvpo_agent.py"),
+    (dict(pair="cvpo-cvpo", extra_second=" "), "--pair cvpo-cvpo needs --extra-second flags other than --extra's"),
+    (dict(pair="cvpo-cvpo", extra="--mstep-iters 5", extra_second="--mstep-iters  5"), "other than --extra's"),
+])
+def test_bad_input_is_refused_before_anything_starts(changes, needle, tmp_path):
+    args = ttq.Args(output_dir=str(tmp_path / "out"), **changes)
+    with pytest.raises(SystemExit, match=needle):
+        ttq.main(args)
+    assert not (tmp_path / "out").exists()
