@@ -30,8 +30,12 @@ def _pgd(objective, obs, eps_col, delta, steps, attack_lr, q_tol, s_tol):
     """Projected sign-gradient ascent of objective(obs + delta) -> (B,), per sample.
 
     Keeps the best iterate seen for each sample and freezes a sample once both its objective change and its
-    state change fall below q_tol and s_tol (Algorithm 3's early stop). Each iterate's objective is evaluated once,
-    with the graph that the next step's gradient is taken from.
+    state change fall below q_tol and s_tol (Algorithm 3's early stop). A sample is also frozen when its new
+    iterate is the one of two steps back: the step is a deterministic function of the iterate, so the sample
+    alternates between two iterates already evaluated and no later one can beat its best. Sign steps end in such
+    a two-cycle within ~20 steps (a coordinate whose gradient sign flips at the ball's edge), where the objective
+    and state changes stay above the thresholds; the result is exactly that of running every step. Each iterate's
+    objective is evaluated once, with the graph that the next step's gradient is taken from.
     """
     step = attack_lr * eps_col
 
@@ -42,7 +46,7 @@ def _pgd(objective, obs, eps_col, delta, steps, attack_lr, q_tol, s_tol):
 
     val, delta_var = value_and_graph(delta)
     best_val, best_delta = val.detach(), delta.clone()
-    prev_val = best_val
+    prev_val, prev_delta = best_val, delta
     active = torch.ones(obs.shape[0], dtype=torch.bool, device=obs.device)
     for i in range(steps):
         if not active.any():
@@ -58,11 +62,12 @@ def _pgd(objective, obs, eps_col, delta, steps, attack_lr, q_tol, s_tol):
                 val = objective(obs + new_delta)
         new_val = val.detach()
         moved = (new_delta - delta).abs().amax(dim=1)
-        active = active & ~(((new_val - prev_val).abs() < q_tol) & (moved < s_tol))
+        two_cycle = (new_delta == prev_delta).all(dim=1)
+        active = active & ~(((new_val - prev_val).abs() < q_tol) & (moved < s_tol)) & ~two_cycle
         better = new_val > best_val
         best_val = torch.where(better, new_val, best_val)
         best_delta = torch.where(better[:, None], new_delta, best_delta)
-        delta, prev_val = new_delta, new_val
+        prev_delta, delta, prev_val = delta, new_delta, new_val
     return obs + best_delta
 
 

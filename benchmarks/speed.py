@@ -7,6 +7,8 @@
 (d) where an update's time goes, CVPO against SAFER: critics, E-step, SAFER's attack, M-step.
 
     python benchmarks/speed.py [--env-id SafetyCarCircle-v0] [--num-envs 2] [--train-steps 20000]
+    python benchmarks/speed.py --env-id SafetyBallCircle-v0 --parts b \
+        --eval-checkpoint results/SafetyBallCircle-v0/safer/seed1/model.pt
 """
 
 import os
@@ -19,6 +21,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import Literal, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -41,6 +44,11 @@ class Args:
     """training envs, for cvpo.py and the raw stepping it is compared with"""
     train_steps: int = 20_000
     """cvpo.py env steps; the first 5000 are random, SPS is read from the epochs after them"""
+    parts: tuple[Literal["a", "b", "c", "d"], ...] = ("a", "b", "c", "d")
+    """which measurements to make"""
+    eval_checkpoint: Optional[str] = None
+    """a trained model.pt of --env-id whose actor and cost critic (b) attacks: how soon the attack stops depends on
+    the networks (default: freshly initialised ones)"""
 
 
 def raw_sps(env_id, num_envs, steps):
@@ -105,13 +113,27 @@ def update_breakdown(env_id, repeats=10):
     }
 
 
-def eval_step_cost(env_id, batch, attacker, steps=200, repeats=5):
+def read_checkpoint(env_id, path):
+    """The state dict of an off-policy model.pt of `env_id`, or a one-line error."""
+    try:
+        state = torch.load(path, weights_only=True)
+    except (OSError, RuntimeError, EOFError) as error:
+        raise SystemExit(f"speed.py: error: --eval-checkpoint {path!r} cannot be read: {error}")
+    if not isinstance(state, dict) or state.get("env_id") != env_id or "qc" not in state:
+        raise SystemExit(f"speed.py: error: --eval-checkpoint {path!r} is not an off-policy model.pt of {env_id}")
+    return state
+
+
+def eval_step_cost(env_id, batch, attacker, steps=200, repeats=5, victim=None):
     """Seconds per evaluation vector step (attack + policy + env step) over `batch` envs."""
     args = cvpo.resolve_args(cvpo.Args(env_id=env_id))
     envs = gym.vector.SyncVectorEnv([cvpo.make_env(env_id) for _ in range(batch)])
     obs, _ = envs.reset(seed=0)
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
     actor, qc = cvpo.Actor(obs_dim, act_dim), cvpo.QNetwork(obs_dim, act_dim)
+    if victim is not None:  # a trained policy and cost critic
+        actor.load_state_dict(victim["actor"])
+        qc.load_state_dict(victim["qc"])
     start = time.perf_counter()
     for _ in range(repeats):
         obs_adv = perturb(attacker, torch.as_tensor(obs, dtype=torch.float32), args.eps, actor, qc, qc, steps)
@@ -140,26 +162,31 @@ def e_step_cost(n, k, repeats=5):
 if __name__ == "__main__":
     args = tyro.cli(Args)
     torch.set_num_threads(1)
-    raw = raw_sps(args.env_id, args.num_envs, 6000)
-    off_policy = ["--learning-starts", "5000", "--steps-per-epoch", "2500"]
-    for script in ("cvpo.py", "safer.py"):
-        train = training_sps(script, args.env_id, args.num_envs, args.train_steps, off_policy)
-        print(f"(a) {args.env_id}, {args.num_envs} envs: raw random stepping {raw:.0f} steps/s, {script} training "
-              f"{train:.0f} steps/s, ratio {train / raw:.2f}")
-    raw10 = raw_sps(args.env_id, 10, 6000)
-    on_policy = ["--steps-per-epoch", "30000"]
-    for script, flags in (("ppol.py", on_policy), ("sa_ppol.py", on_policy),
-                          ("adv_ppol.py", [*on_policy, "--adv-start-steps", "0"])):  # attacked from the start
-        train = training_sps(script, args.env_id, 10, 90_000, flags)
-        print(f"(a) {args.env_id}, 10 envs: raw random stepping {raw10:.0f} steps/s, {script} training {train:.0f} "
-              f"steps/s, ratio {train / raw10:.2f}")
-    for batch in (1, 4, 16):
-        clean = eval_step_cost(args.env_id, batch, "none", repeats=50)
-        attacked = eval_step_cost(args.env_id, batch, "mc")
-        print(f"(b) batch {batch:2d}: unattacked step {1e3 * clean:7.2f} ms, MC-200 step {1e3 * attacked:8.1f} ms, "
-              f"ratio {attacked / clean:6.1f}x, MC cost per env {1e3 * attacked / batch:6.1f} ms")
-    for n, k in ((256, 32), (256, 64), (128, 32)):
-        dual, full = e_step_cost(n, k)
-        print(f"(c) N={n} K={k}: dual solve {1e3 * dual:6.2f} ms, whole E-step {1e3 * full:6.1f} ms")
-    for part, seconds in update_breakdown(args.env_id).items():
-        print(f"(d) {part:28s} {1e3 * seconds:7.1f} ms per update")
+    victim = None if args.eval_checkpoint is None else read_checkpoint(args.env_id, args.eval_checkpoint)
+    if "a" in args.parts:
+        raw = raw_sps(args.env_id, args.num_envs, 6000)
+        off_policy = ["--learning-starts", "5000", "--steps-per-epoch", "2500"]
+        for script in ("cvpo.py", "safer.py"):
+            train = training_sps(script, args.env_id, args.num_envs, args.train_steps, off_policy)
+            print(f"(a) {args.env_id}, {args.num_envs} envs: raw random stepping {raw:.0f} steps/s, {script} "
+                  f"training {train:.0f} steps/s, ratio {train / raw:.2f}")
+        raw10 = raw_sps(args.env_id, 10, 6000)
+        on_policy = ["--steps-per-epoch", "30000"]
+        for script, flags in (("ppol.py", on_policy), ("sa_ppol.py", on_policy),
+                              ("adv_ppol.py", [*on_policy, "--adv-start-steps", "0"])):  # attacked from the start
+            train = training_sps(script, args.env_id, 10, 90_000, flags)
+            print(f"(a) {args.env_id}, 10 envs: raw random stepping {raw10:.0f} steps/s, {script} training "
+                  f"{train:.0f} steps/s, ratio {train / raw10:.2f}")
+    if "b" in args.parts:
+        for batch in (1, 4, 16):
+            clean = eval_step_cost(args.env_id, batch, "none", repeats=50, victim=victim)
+            attacked = eval_step_cost(args.env_id, batch, "mc", victim=victim)
+            print(f"(b) batch {batch:2d}: unattacked step {1e3 * clean:7.2f} ms, MC-200 step {1e3 * attacked:8.1f} "
+                  f"ms, ratio {attacked / clean:6.1f}x, MC cost per env {1e3 * attacked / batch:6.1f} ms")
+    if "c" in args.parts:
+        for n, k in ((256, 32), (256, 64), (128, 32)):
+            dual, full = e_step_cost(n, k)
+            print(f"(c) N={n} K={k}: dual solve {1e3 * dual:6.2f} ms, whole E-step {1e3 * full:6.1f} ms")
+    if "d" in args.parts:
+        for part, seconds in update_breakdown(args.env_id).items():
+            print(f"(d) {part:28s} {1e3 * seconds:7.1f} ms per update")

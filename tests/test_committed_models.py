@@ -1,6 +1,6 @@
 """The trained policies committed in results/: each loads with --eval-checkpoint, without training, and repeats
-its run's own evaluation episode for episode (the evaluation is deterministic; the first 20 episodes of eval.json
-ran as one batch of 20 envs, as these do)."""
+its run's own evaluation episode for episode, natural and under MC (the evaluation is deterministic; the first 20
+episodes of eval.json ran as one batch of 20 envs, as these do)."""
 
 import json
 import os
@@ -18,10 +18,12 @@ def test_committed_policy_repeats_its_runs_evaluation(tmp_path, script):
     run_dir = os.path.join(ROOT, RUNS[script])
     out = tmp_path / "eval.json"
     proc = subprocess.run([sys.executable, script, "--eval-checkpoint", os.path.join(run_dir, "model.pt"),
-                           "--eval-episodes", "20", "--eval-attackers", "none", "--eval-output", str(out)],
+                           "--eval-episodes", "20", "--eval-attackers", "none", "mc", "--eval-output", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     with open(os.path.join(run_dir, "eval.json")) as f:
-        committed = json.load(f)["results"]["none"]
-    again = json.loads(out.read_text())["results"]["none"]
-    assert again["returns"] == committed["returns"][:20] and again["costs"] == committed["costs"][:20]
+        committed = json.load(f)["results"]
+    again = json.loads(out.read_text())["results"]
+    for attacker in ("none", "mc"):
+        assert again[attacker]["returns"] == committed[attacker]["returns"][:20]
+        assert again[attacker]["costs"] == committed[attacker]["costs"][:20]
