@@ -50,6 +50,36 @@ def test_report_means_stds_and_figures(tmp_path):
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_report_draws_the_evaluations_of_evals_csv(tmp_path):
+    results = tmp_path / "results"
+    for seed, evaluations in ((1, 3), (2, 2)):  # seed 2 made fewer evaluations: only the shared ones are drawn
+        fabricate(results, "safer", seed, (300, 0), (280, 1), (320, 2))
+        rows = ["epoch,global_step,wall_time,attacker,return_mean,cost_mean,episodes"]
+        rows += [f"{i},{1000 * i},1.0,{attacker},{100 * i + seed},{7 if attacker == 'mc' else 0},10"
+                 for i in range(1, evaluations + 1) for attacker in ("none", "mc")]
+        (results / ENV / "safer" / f"seed{seed}" / "evals.csv").write_text("\n".join(rows) + "\n")
+    steps, reward, cost = report.evaluations(str(results / ENV / "safer" / "seed1"), "mc")
+    assert steps.tolist() == [1000, 2000, 3000] and reward.tolist() == [101, 201, 301] and cost.tolist() == [7] * 3
+    assert report.evaluations(str(results / ENV / "safer" / "seed1"), "mr") is None
+    path = str(tmp_path / "evals.png")
+    assert report.evaluation_curves(str(results), ENV, ["safer", "cvpo"], path)
+    assert open(path, "rb").read()[:8] == b"\x89PNG\r\n\x1a\n" and not os.path.exists(path + ".tmp.png")
+    assert not report.evaluation_curves(str(results), ENV, ["cvpo"], str(tmp_path / "none.png"))
+    assert not os.path.exists(tmp_path / "none.png")
+
+
+def test_report_removes_figures_whose_runs_are_gone(tmp_path):
+    results = tmp_path / "results"
+    fabricate(results, "safer", 1, (300, 0), (280, 1), (320, 2))
+    (results / "SafetyBallCircle-v0" / "cvpo" / "seed1").mkdir(parents=True)  # a run still training, no eval.json
+    stale = results / "SafetyBallCircle-v0" / "figure2.png"
+    stale.write_bytes(b"made from runs since moved to experiments/")
+    report.main(report.Args(results_dir=str(results)))
+    assert not stale.exists()
+    assert (results / ENV / "figure2.png").exists() and (results / ENV / "curves_off_policy.png").exists()
+    assert not (results / ENV / "curves_on_policy.png").exists()
+
+
 def test_report_skips_a_run_still_training(tmp_path):
     results = tmp_path / "results"
     fabricate(results, "safer", 1, (300, 0), (280, 1), (320, 2))

@@ -2,12 +2,14 @@
 
     python tools/report.py [--results-dir results] [--robustness] [--readme]
 
-Writes <results-dir>/table5.md, <results-dir>/<env-id>/figure2.png and curves_{off,on}_policy.png (training
-return and cost against env steps), with --robustness (re-evaluates every saved
+Writes <results-dir>/table5.md, <results-dir>/<env-id>/figure2.png, curves_{off,on}_policy.png (training
+return and cost against env steps) and evals_{off,on}_policy.png (the deterministic policy's evaluations of
+evals.csv, natural and under MC, against env steps), with --robustness (re-evaluates every saved
 model.pt under MC at eps from 0 to 2x the env's eps, cached per run in robustness.json)
 <results-dir>/<env-id>/robustness.png, and with --readme the results tables of README.md.
 """
 
+import csv
 import glob
 import json
 import os
@@ -189,6 +191,57 @@ def write_readme_tables(stats, path):
     os.replace(path + ".tmp", path)
 
 
+def save_figure(fig, path, dpi):
+    """Written whole or not at all."""
+    fig.savefig(path + ".tmp.png", dpi=dpi)
+    os.replace(path + ".tmp.png", path)
+
+
+def evaluations(run_dir, attacker):
+    """(env steps, reward, cost) of a run's evaluations under `attacker` from its evals.csv; None without any."""
+    path = os.path.join(run_dir, "evals.csv")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        rows = [r for r in csv.DictReader(f) if r["attacker"] == attacker]
+    if not rows:
+        return None
+    return tuple(np.array([float(r[key]) for r in rows]) for key in ("global_step", "return_mean", "cost_mean"))
+
+
+def evaluation_curves(results_dir, env_id, methods, path):
+    """The deterministic policy's evaluation reward and cost against env steps, natural and under MC: per method the
+    mean over seeds and, shaded, their range, at the evaluations all its seeds made. False if nothing to draw."""
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
+    drawn = False
+    for method in methods:
+        for col, attacker in enumerate(("none", "mc")):
+            runs = [e for e in (evaluations(d, attacker) for d in seed_dirs(results_dir, env_id, method)) if e]
+            if not runs:
+                continue
+            shared = min(len(run[0]) for run in runs)
+            steps = runs[0][0][:shared]
+            for row, index in ((0, 1), (1, 2)):
+                values = np.stack([run[index][:shared] for run in runs])
+                axes[row, col].plot(steps, values.mean(0), marker=".", markersize=3, **style(method))
+                axes[row, col].fill_between(steps, values.min(0), values.max(0), color=COLORS[method], alpha=0.12)
+            drawn = True
+    if drawn:
+        for col, name in enumerate(("natural", "under MC")):
+            axes[0, col].set_title(f"evaluation {name}")
+            axes[1, col].axhline(COST_LIMIT, color="grey", linestyle=":", linewidth=1, label="cost limit")
+            axes[1, col].set_xlabel("env steps")
+            axes[1, col].xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
+        axes[0, 0].set_ylabel("deterministic reward")
+        axes[1, 0].set_ylabel("cost")
+        axes[1, 1].legend(fontsize=7)
+        fig.suptitle(f"{env_id}: evaluations during training (mean over seeds, range shaded)")
+        fig.tight_layout()
+        save_figure(fig, path, 100)
+    plt.close(fig)
+    return drawn
+
+
 def progress(run_dir):
     """(cumulative cost, max return so far) per epoch of a run listed by seed_dirs; None without progress.csv."""
     path = os.path.join(run_dir, "progress.csv")
@@ -226,13 +279,14 @@ def learning_curves(results_dir, env_id, methods, path):
         ax_cost.legend(fontsize=7)
         fig.suptitle(f"{env_id}: training episodes (mean over seeds, range shaded)")
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
+        save_figure(fig, path, 100)
     plt.close(fig)
     return drawn
 
 
 def figure2(results_dir, env_id, path):
-    """Max episodic reward so far against cumulative training cost (log x), mean over seeds, per method."""
+    """Max episodic reward so far against cumulative training cost (log x), mean over seeds, per method. False if
+    no method has a finished run."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ends = {}
     for method in METHOD_ORDER:
@@ -245,6 +299,9 @@ def figure2(results_dir, env_id, path):
         ys = np.mean([np.interp(grid, x, np.where(np.isfinite(y), y, np.nan)) for x, y in curves], axis=0)
         ax.plot(grid, ys, **style(method))
         ends[method] = grid[-1], ys[-1]
+    if not ends:
+        plt.close(fig)
+        return False
     ax.set_xscale("log")
     label_ends(ax, ends, fontsize=8, offset=3)
     ax.set_xlabel("cumulative training cost")
@@ -252,8 +309,9 @@ def figure2(results_dir, env_id, path):
     ax.set_title(f"{env_id}: reward reached against cost paid in training")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, 120)
     plt.close(fig)
+    return True
 
 
 def robustness_values(run_dir, args):
@@ -308,7 +366,7 @@ def robustness_plot(results_dir, env_id, args, path):
     ax_cost.legend(fontsize=7)  # the reward panel's curves are labelled at their ends
     fig.suptitle(f"{env_id}: robustness under the MC attacker")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, 120)
     plt.close(fig)
     return True
 
@@ -325,21 +383,26 @@ def main(args):
     if args.readme:
         write_readme_tables(stats, README)
         print(f"wrote the results tables of {README}")
-    for env_id in stats:
-        path = os.path.join(args.results_dir, env_id, "figure2.png")
-        figure2(args.results_dir, env_id, path)
-        print(f"wrote {path}")
+    # every env folder, also one whose runs all went to experiments/: its figures must not outlive their data
+    env_ids = sorted(os.path.basename(d) for d in glob.glob(os.path.join(args.results_dir, "*"))
+                     if os.path.isdir(d) and os.path.basename(d) != "experiments")
+    for env_id in env_ids:
+        figures = [("figure2.png", lambda path: figure2(args.results_dir, env_id, path))]
         for family, methods in (("off_policy", [m for m in METHOD_ORDER if m not in ON_POLICY]),
                                 ("on_policy", [m for m in METHOD_ORDER if m in ON_POLICY])):
-            path = os.path.join(args.results_dir, env_id, f"curves_{family}.png")
-            if learning_curves(args.results_dir, env_id, methods, path):
-                print(f"wrote {path}")
+            figures.append((f"curves_{family}.png",
+                            lambda path, methods=methods: learning_curves(args.results_dir, env_id, methods, path)))
+            figures.append((f"evals_{family}.png",
+                            lambda path, methods=methods: evaluation_curves(args.results_dir, env_id, methods, path)))
         if args.robustness:
-            path = os.path.join(args.results_dir, env_id, "robustness.png")
-            if robustness_plot(args.results_dir, env_id, args, path):
+            figures.append(("robustness.png", lambda path: robustness_plot(args.results_dir, env_id, args, path)))
+        for name, draw in figures:
+            path = os.path.join(args.results_dir, env_id, name)
+            if draw(path):
                 print(f"wrote {path}")
-            else:
-                print(f"skipped {path}: no run of {env_id} has a model.pt or a robustness.json")
+            elif os.path.exists(path):
+                os.remove(path)
+                print(f"removed {path}: no finished run of {env_id} to draw it from")
 
 
 if __name__ == "__main__":
