@@ -46,6 +46,9 @@ def test_report_means_stds_and_figures(tmp_path):
     table = (results / "table5.md").read_text()
     assert "| SAFER | 2 | 250.0+-50.0 / 1.00+-1.00 [258.6 / 0.00]" in table
     assert "CVPO-vanilla | 1 |" in table
+    # worst case over MC and MR of the seed means: SAFER max(2, 3), CVPO max(60, 40); paper 0.32 and 57.21
+    assert ("Off-policy rows by worst-case attacked cost, lowest first: ours SAFER (3.00) < CVPO-vanilla (60.00); "
+            "paper SAFER (0.32) < CVPO-vanilla (57.21); the same order.") in table
     png = results / ENV / "figure2.png"
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -155,7 +155,27 @@ def markdown(stats):
                 cells.append(cell)
             lines.append(f"| {LABELS[method]} | {n} | " + " | ".join(cells) + " |")
         lines.append("")
+        lines += [line for line in orderings(methods, paper)] + [""]
     return "\n".join(lines)
+
+
+def orderings(methods, paper):
+    """Per family, its rows ranked by worst-case cost under attack (the larger of the MC and MR means), lowest
+    first, ours beside the paper's ranking of the same methods: whether the paper's ordering holds here."""
+    for family, members in (("Off-policy", [m for m in methods if m not in ON_POLICY]),
+                            ("On-policy", [m for m in methods if m in ON_POLICY])):
+        shared = [m for m in members if m in paper]
+        if len(shared) < 2:
+            continue
+        ours = {m: max(methods[m][0][1, 1], methods[m][0][2, 1]) for m in shared}
+        theirs = {m: max(paper[m][3], paper[m][5]) for m in shared}
+
+        def rank(worst):
+            return " < ".join(f"{LABELS[m]} ({worst[m]:.2f})" for m in sorted(shared, key=worst.get))
+
+        yield (f"{family} rows by worst-case attacked cost, lowest first: ours {rank(ours)}; paper {rank(theirs)}"
+               + ("; the same order." if sorted(shared, key=ours.get) == sorted(shared, key=theirs.get)
+                  else "; the order differs."))
 
 
 def readme_tables(stats):
