@@ -114,14 +114,22 @@ def update_breakdown(env_id, repeats=10):
 
 
 def read_checkpoint(env_id, path):
-    """The state dict of an off-policy model.pt of `env_id`, or a one-line error."""
+    """The actor and cost critic of a model.pt of `env_id` as cvpo.py's networks, or a one-line error."""
     try:
-        state = torch.load(path, weights_only=True)
-    except (OSError, RuntimeError, EOFError) as error:
-        raise SystemExit(f"speed.py: error: --eval-checkpoint {path!r} cannot be read: {error}")
-    if not isinstance(state, dict) or state.get("env_id") != env_id or "qc" not in state:
-        raise SystemExit(f"speed.py: error: --eval-checkpoint {path!r} is not an off-policy model.pt of {env_id}")
-    return state
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any unreadable file is the same bad input
+        raise SystemExit(f"speed.py: error: --eval-checkpoint {path!r} is not a readable torch checkpoint "
+                         f"({type(error).__name__})")
+    if not isinstance(state, dict) or state.get("env_id") != env_id:
+        raise SystemExit(f"speed.py: error: --eval-checkpoint {path!r} is not a model.pt of {env_id}")
+    actor, qc = cvpo.Actor(state["obs_dim"], state["act_dim"]), cvpo.QNetwork(state["obs_dim"], state["act_dim"])
+    try:
+        actor.load_state_dict(state["actor"])
+        qc.load_state_dict(state["qc"])
+    except (KeyError, RuntimeError):
+        raise SystemExit(f"speed.py: error: --eval-checkpoint {path!r} holds no actor and cost critic of the "
+                         "off-policy scripts' shape")
+    return actor, qc
 
 
 def eval_step_cost(env_id, batch, attacker, steps=200, repeats=5, victim=None):
@@ -130,10 +138,7 @@ def eval_step_cost(env_id, batch, attacker, steps=200, repeats=5, victim=None):
     envs = gym.vector.SyncVectorEnv([cvpo.make_env(env_id) for _ in range(batch)])
     obs, _ = envs.reset(seed=0)
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
-    actor, qc = cvpo.Actor(obs_dim, act_dim), cvpo.QNetwork(obs_dim, act_dim)
-    if victim is not None:  # a trained policy and cost critic
-        actor.load_state_dict(victim["actor"])
-        qc.load_state_dict(victim["qc"])
+    actor, qc = victim or (cvpo.Actor(obs_dim, act_dim), cvpo.QNetwork(obs_dim, act_dim))
     start = time.perf_counter()
     for _ in range(repeats):
         obs_adv = perturb(attacker, torch.as_tensor(obs, dtype=torch.float32), args.eps, actor, qc, qc, steps)

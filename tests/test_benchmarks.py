@@ -4,6 +4,7 @@ import importlib.util
 import os
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 spec = importlib.util.spec_from_file_location("time_to_quality", os.path.join(ROOT, "benchmarks", "time_to_quality.py"))
@@ -53,3 +54,21 @@ def test_bad_input_is_refused_before_anything_starts(changes, needle, tmp_path):
     with pytest.raises(SystemExit, match=needle):
         ttq.main(args)
     assert not (tmp_path / "out").exists()
+
+
+def test_speed_refuses_a_checkpoint_it_cannot_attack(tmp_path):
+    spec = importlib.util.spec_from_file_location("speed", os.path.join(ROOT, "benchmarks", "speed.py"))
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    ball = os.path.join(ROOT, "results", "SafetyBallCircle-v0", "safer", "seed1", "model.pt")
+    actor, qc = speed.read_checkpoint("SafetyBallCircle-v0", ball)
+    saved = torch.load(ball, weights_only=True)
+    for network, key in ((actor, "actor"), (qc, "qc")):
+        assert all(torch.equal(v, saved[key][k]) for k, v in network.state_dict().items())
+    with pytest.raises(SystemExit, match="is not a model.pt of SafetyCarCircle-v0"):
+        speed.read_checkpoint("SafetyCarCircle-v0", ball)
+    with pytest.raises(SystemExit, match="holds no actor and cost critic of the off-policy scripts' shape"):
+        speed.read_checkpoint("SafetyBallCircle-v0", ball.replace("safer", "ppol"))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match="is not a readable torch checkpoint"):
+        speed.read_checkpoint("SafetyBallCircle-v0", str(tmp_path / "junk.pt"))
