@@ -31,11 +31,12 @@ def _pgd(objective, obs, eps_col, delta, steps, attack_lr, q_tol, s_tol):
 
     Keeps the best iterate seen for each sample and freezes a sample once both its objective change and its
     state change fall below q_tol and s_tol (Algorithm 3's early stop). A sample is also frozen when its new
-    iterate is the one of two steps back: the step is a deterministic function of the iterate, so the sample
-    alternates between two iterates already evaluated and no later one can beat its best. Sign steps end in such
-    a two-cycle within ~20 steps (a coordinate whose gradient sign flips at the ball's edge), where the objective
-    and state changes stay above the thresholds; the result is exactly that of running every step. Each iterate's
-    objective is evaluated once, with the graph that the next step's gradient is taken from.
+    iterate is the one of two steps back: the step is a deterministic function of the iterate (the victims are
+    networks without dropout), so the sample alternates between two iterates already evaluated and no later one
+    can beat its best. Sign steps end in such a two-cycle within ~20 steps (a coordinate whose gradient sign flips
+    at the ball's edge), where the objective and state changes stay above the thresholds; the result is exactly
+    that of running every step. Each iterate's objective is evaluated once, with the graph that the next step's
+    gradient is taken from.
     """
     step = attack_lr * eps_col
 
