@@ -71,6 +71,25 @@ def test_report_draws_the_evaluations_of_evals_csv(tmp_path):
     assert not os.path.exists(tmp_path / "none.png")
 
 
+def test_report_table7_takes_the_worse_attacker_per_seed_and_groups_by_xi_adv(tmp_path):
+    results = tmp_path / "results"
+    for method, seed, xi, mc, mr in (("safer", 1, 0.012, (280, 1), (320, 2)), ("safer_xi0.02", 1, 0.02, (300, 9),
+                                     (310, 3)), ("safer_xi0.02", 2, 0.02, (250, 0), (330, 4))):
+        fabricate(results, method, seed, (300, 0), mc, mr)
+        path = results / ENV / method / f"seed{seed}" / "eval.json"
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps(dict(record, args=dict(xi_adv=xi))))
+    rows = report.table7(str(results))[ENV]
+    assert list(rows) == [0.012, 0.02]
+    mean, std, n = rows[0.02]
+    assert n == 2 and mean.tolist() == [(300 + 330) / 2, (9 + 4) / 2] and std.tolist() == [15, 2.5]  # MC, then MR
+    report.main(report.Args(results_dir=str(results)))
+    table = (results / "table5.md").read_text()
+    assert "| 0.02 | 2 | 315.0 +- 15.0 / 6.50 +- 2.50 [379.8 / 0.65] |" in table
+    assert "| 0.012 | 1 | 320.0 +- 0.0 / 2.00 +- 0.00 |" in table
+    assert "SAFER xi_adv 0.02 |" not in table  # not a Table 5 row
+
+
 def test_report_removes_figures_whose_runs_are_gone(tmp_path):
     results = tmp_path / "results"
     fabricate(results, "safer", 1, (300, 0), (280, 1), (320, 2))

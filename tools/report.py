@@ -31,7 +31,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 README_START, README_END = "<!-- results: written by python tools/report.py --readme -->", "<!-- end of results -->"
 
-METHOD_ORDER = list(METHODS)
+# SAFER at other bounds xi_adv: Table 7's rows, kept out of Table 5's tables and the figures
+XI_SWEEP = [method for method in METHODS if method.startswith("safer_xi")]
+METHOD_ORDER = [method for method in METHODS if method not in XI_SWEEP]
 LABELS = {method: label for method, (_, _, label) in METHODS.items()}
 SETTINGS = ("none", "mc", "mr")
 # one colour per method in every plot (tab10 has only 10); on-policy methods dashed
@@ -89,6 +91,15 @@ PAPER_TABLES = {
 }
 
 
+# The paper's Table 7: worst case over MC and MR (reward, cost) of SAFER per bound xi_adv (50 episodes, 5 seeds)
+PAPER_TABLE7 = {
+    "SafetyCarCircle-v0": {0.01: (244.77, 0.0), 0.02: (379.82, 0.65), 0.03: (357.11, 2.9), 0.05: (328.98, 4.97),
+                           0.09: (332.82, 5.76)},
+    "SafetyBallCircle-v0": {0.03: (537.27, 1.7), 0.05: (552.51, 1.72), 0.07: (638.43, 2.53), 0.09: (567.85, 3.82),
+                            0.11: (695.89, 5.35)},
+}
+
+
 @dataclass
 class Args:
     results_dir: str = "results"
@@ -137,6 +148,43 @@ def table(results_dir):
     return out
 
 
+def worst_case(run_dir):
+    """(reward, cost) under whichever of MC and MR gives the higher mean cost: Table 7's worst case."""
+    results = json.load(open(os.path.join(run_dir, "eval.json")))["results"]
+    attacker = max(("mc", "mr"), key=lambda a: results[a]["cost_mean"])
+    return results[attacker]["return_mean"], results[attacker]["cost_mean"]
+
+
+def table7(results_dir):
+    """Per env: {xi_adv: (mean, std over seeds of the worst case (reward, cost), seeds)} of SAFER and its runs at
+    other bounds, xi_adv read from each run's arguments."""
+    out = {}
+    for env_dir in sorted(glob.glob(os.path.join(results_dir, "*"))):
+        env_id = os.path.basename(env_dir)
+        per_xi = {}
+        for method in ["safer", *XI_SWEEP]:
+            for run_dir in seed_dirs(results_dir, env_id, method):
+                record = json.load(open(os.path.join(run_dir, "eval.json")))
+                if {"mc", "mr"} <= set(record["results"]) and "xi_adv" in record.get("args", {}):
+                    per_xi.setdefault(record["args"]["xi_adv"], []).append(worst_case(run_dir))
+        if per_xi:
+            out[env_id] = {xi: (np.mean(v, 0), np.std(v, 0), len(v)) for xi, v in sorted(per_xi.items())}
+    return out
+
+
+def table7_lines(env_id, rows):
+    paper = PAPER_TABLE7.get(env_id, {})
+    lines = [f"**Table 7, {env_id}**: SAFER's worst case over MC and MR (the attacker with the higher cost) per "
+             "bound xi_adv of eq. (8), paper in brackets", "", "| xi_adv | seeds | worst-case reward / cost |",
+             "|---|---|---|"]
+    for xi, (mean, std, n) in rows.items():
+        cell = f"{mean[0]:.1f} +- {std[0]:.1f} / {mean[1]:.2f} +- {std[1]:.2f}"
+        if xi in paper:
+            cell += f" [{paper[xi][0]:.1f} / {paper[xi][1]:.2f}]"
+        lines.append(f"| {xi:g} | {n} | {cell} |")
+    return lines + [""]
+
+
 def markdown(stats):
     lines = ["Mean +- std over seeds of each run's mean episodic reward / cost; paper (Table 5; Table 6 for "
              "ADV-EM-CVPO; Table 8 for the SAFER ablations) in brackets.", ""]
@@ -157,6 +205,10 @@ def markdown(stats):
         lines.append("")
         lines += [line for line in orderings(methods, paper)] + [""]
     return "\n".join(lines)
+
+
+def markdown_table7(rows_per_env):
+    return "".join("\n" + "\n".join(table7_lines(env_id, rows)) + "\n" for env_id, rows in rows_per_env.items())
 
 
 def orderings(methods, paper):
@@ -199,15 +251,15 @@ def readme_tables(stats):
     return "\n".join(lines)
 
 
-def write_readme_tables(stats, path):
-    """Replace what lies between README's results markers, atomically."""
+def write_readme_tables(tables, path):
+    """Replace what lies between README's results markers by `tables` (markdown), atomically."""
     text = open(path).read()
     if README_START not in text or README_END not in text:
         raise SystemExit(f"report.py: error: {path!r} has no results markers ({README_START} ... {README_END})")
     head, rest = text.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
     with open(path + ".tmp", "w") as f:
-        f.write(f"{head}{README_START}\n{readme_tables(stats)}{README_END}{tail}")
+        f.write(f"{head}{README_START}\n{tables}{README_END}{tail}")
     os.replace(path + ".tmp", path)
 
 
@@ -394,14 +446,14 @@ def robustness_plot(results_dir, env_id, args, path):
 def main(args):
     if not os.path.isdir(args.results_dir):
         raise SystemExit(f"report.py: error: results directory {args.results_dir!r} does not exist")
-    stats = table(args.results_dir)
+    stats, xi_rows = table(args.results_dir), table7(args.results_dir)
     out = os.path.join(args.results_dir, "table5.md")
     with open(out + ".tmp", "w") as f:
-        f.write(markdown(stats))
+        f.write(markdown(stats) + markdown_table7(xi_rows))
     os.replace(out + ".tmp", out)
     print(f"wrote {out}")
     if args.readme:
-        write_readme_tables(stats, README)
+        write_readme_tables(readme_tables(stats) + markdown_table7(xi_rows), README)
         print(f"wrote the results tables of {README}")
     # every env folder, also one whose runs all went to experiments/: its figures must not outlive their data
     env_ids = sorted(os.path.basename(d) for d in glob.glob(os.path.join(args.results_dir, "*"))

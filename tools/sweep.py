@@ -44,6 +44,10 @@ METHODS = {
     "sa_ppol": ("sa_ppol.py", [], "SA-PPOL"),
     "sa_ppol_mc": ("sa_ppol.py", ["--attacker", "mc"], "SA-PPOL(MC)"),
     "adv_ppol": ("adv_ppol.py", [], "ADV-PPOL"),
+    # Table 7: SAFER at other bounds xi_adv of the adversarial KL (8); the report tabulates their worst case
+    "safer_xi0.01": ("safer.py", ["--xi-adv", "0.01"], "SAFER xi_adv 0.01"),
+    "safer_xi0.02": ("safer.py", ["--xi-adv", "0.02"], "SAFER xi_adv 0.02"),
+    "safer_xi0.05": ("safer.py", ["--xi-adv", "0.05"], "SAFER xi_adv 0.05"),
 }
 
 
