@@ -475,6 +475,8 @@ def main(args):
             elif os.path.exists(path):
                 os.remove(path)
                 print(f"removed {path}: no finished run of {env_id} to draw it from")
+            elif name == "robustness.png":
+                print(f"skipped {path}: no run of {env_id} has a model.pt or a robustness.json")
 
 
 if __name__ == "__main__":
