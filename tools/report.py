@@ -133,13 +133,16 @@ def seed_values(run_dir):
     return np.array(values)  # (4 settings incl. average, 2)
 
 
+def env_ids(results_dir):
+    """The env folders of results_dir; experiments/ holds one-off runs, kept apart from the tables and figures."""
+    return sorted(os.path.basename(d) for d in glob.glob(os.path.join(results_dir, "*"))
+                  if os.path.isdir(d) and os.path.basename(d) != "experiments")
+
+
 def table(results_dir):
     """Per env and method: mean and std over seeds of (reward, cost) for natural, MC, MR and their average."""
     out = {}
-    for env_dir in sorted(glob.glob(os.path.join(results_dir, "*"))):
-        env_id = os.path.basename(env_dir)
-        if env_id == "experiments":  # one-off runs, kept apart from the tables
-            continue
+    for env_id in env_ids(results_dir):
         for method in METHOD_ORDER:
             runs = [v for v in (seed_values(d) for d in seed_dirs(results_dir, env_id, method)) if v is not None]
             if runs:
@@ -148,9 +151,9 @@ def table(results_dir):
     return out
 
 
-def worst_case(run_dir):
-    """(reward, cost) under whichever of MC and MR gives the higher mean cost: Table 7's worst case."""
-    results = json.load(open(os.path.join(run_dir, "eval.json")))["results"]
+def worst_case(results):
+    """(reward, cost) under whichever of MC and MR gives the higher mean cost (eval.json's results): Table 7's worst
+    case."""
     attacker = max(("mc", "mr"), key=lambda a: results[a]["cost_mean"])
     return results[attacker]["return_mean"], results[attacker]["cost_mean"]
 
@@ -159,14 +162,13 @@ def table7(results_dir):
     """Per env: {xi_adv: (mean, std over seeds of the worst case (reward, cost), seeds)} of SAFER and its runs at
     other bounds, xi_adv read from each run's arguments."""
     out = {}
-    for env_dir in sorted(glob.glob(os.path.join(results_dir, "*"))):
-        env_id = os.path.basename(env_dir)
+    for env_id in env_ids(results_dir):
         per_xi = {}
         for method in ["safer", *XI_SWEEP]:
             for run_dir in seed_dirs(results_dir, env_id, method):
                 record = json.load(open(os.path.join(run_dir, "eval.json")))
                 if {"mc", "mr"} <= set(record["results"]) and "xi_adv" in record.get("args", {}):
-                    per_xi.setdefault(record["args"]["xi_adv"], []).append(worst_case(run_dir))
+                    per_xi.setdefault(record["args"]["xi_adv"], []).append(worst_case(record["results"]))
         if per_xi:
             out[env_id] = {xi: (np.mean(v, 0), np.std(v, 0), len(v)) for xi, v in sorted(per_xi.items())}
     return out
@@ -456,9 +458,7 @@ def main(args):
         write_readme_tables(readme_tables(stats) + markdown_table7(xi_rows), README)
         print(f"wrote the results tables of {README}")
     # every env folder, also one whose runs all went to experiments/: its figures must not outlive their data
-    env_ids = sorted(os.path.basename(d) for d in glob.glob(os.path.join(args.results_dir, "*"))
-                     if os.path.isdir(d) and os.path.basename(d) != "experiments")
-    for env_id in env_ids:
+    for env_id in env_ids(args.results_dir):
         figures = [("figure2.png", lambda path: figure2(args.results_dir, env_id, path))]
         for family, methods in (("off_policy", [m for m in METHOD_ORDER if m not in ON_POLICY]),
                                 ("on_policy", [m for m in METHOD_ORDER if m in ON_POLICY])):
