@@ -100,10 +100,17 @@ def tensorboard_points(path):
             if not tag.endswith("SPS")}  # timings
 
 
-@pytest.mark.parametrize("script", FAMILIES)
+def assert_resumed_is_the_uninterrupted_run(run_dir, straight):
+    """The resumed run's files, and its TensorBoard points (no duplicates, none missing), are the uninterrupted
+    run's, and no temporary file is left."""
+    assert_same_run(straight, run_dir)
+    assert tensorboard_points(run_dir) == tensorboard_points(straight)
+    assert not glob.glob(str(run_dir / "*.tmp*"))
+
+
+@pytest.mark.parametrize("script", ["safer.py", "ppol.py"])  # cvpo.py's is the sweep runner's test below
 def test_killed_inside_epoch_3_and_resumed_is_the_uninterrupted_run(script, straight_runs, tmp_path):
-    """Killed 0.1 s into epoch 3, when its first episode and loss points may already be in the events file: the
-    resumed run's files, and its TensorBoard points (no duplicates, none missing), are the uninterrupted run's."""
+    """Killed 0.1 s into epoch 3, when its first episode and loss points may already be in the events file."""
     run_dir = tmp_path / "run"
     kill_after(script, [*FAMILIES[script], "--total-timesteps", "800"], run_dir, epoch=2, delay=0.1)
     assert saved_epoch(run_dir) == 2 and not (run_dir / "eval.json").exists()
@@ -111,9 +118,7 @@ def test_killed_inside_epoch_3_and_resumed_is_the_uninterrupted_run(script, stra
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed at step 400, epoch 2" in resumed.stdout
     assert "warning" not in resumed.stdout
-    assert_same_run(straight_runs[script], run_dir)
-    assert tensorboard_points(run_dir) == tensorboard_points(straight_runs[script])
-    assert not glob.glob(str(run_dir / "*.tmp*"))
+    assert_resumed_is_the_uninterrupted_run(run_dir, straight_runs[script])
 
 
 def test_finished_run_extended_by_a_larger_total_is_the_longer_run(straight_runs, tmp_path):
@@ -158,11 +163,8 @@ def test_ctrl_c_and_sigterm_stop_with_one_line_naming_the_resume_command(script,
     assert not glob.glob(str(run_dir / "*.tmp*")) and saved_epoch(run_dir) >= 1
 
 
-def test_unfinished_or_finished_run_directory_is_not_reused_silently(straight_runs, tmp_path):
-    run_dir = tmp_path / "run"
-    kill_after("cvpo.py", [*FAMILIES["cvpo.py"], "--total-timesteps", "800"], run_dir, epoch=1)
-    again = run("cvpo.py", *FAMILIES["cvpo.py"], "--total-timesteps", "800", "--run-dir", str(run_dir))
-    assert_clean_failure(again, "unfinished", f"--resume {run_dir}")
+def test_finished_run_directory_is_not_reused_silently(straight_runs):
+    """(An unfinished one: the sweep runner's test below.)"""
     finished = straight_runs["cvpo.py"]
     again = run("cvpo.py", *FAMILIES["cvpo.py"], "--total-timesteps", "800", "--run-dir", str(finished))
     assert_clean_failure(again, "finished", "--resume")
@@ -185,15 +187,17 @@ def test_resume_refuses_a_conflicting_flag_and_a_directory_without_a_run(tmp_pat
 
 
 def test_sweep_runner_resumes_an_unfinished_run(straight_runs, tmp_path):
+    """cvpo.py killed 0.1 s into epoch 3; its directory is not reused silently; the sweep resumes it."""
     flags = [f for f in FAMILIES["cvpo.py"] if f not in ("--env-id", "SafetyBallCircle-v0")] + ["--total-timesteps",
                                                                                                   "800"]
     run_dir = tmp_path / "results" / "SafetyBallCircle-v0" / "cvpo" / "seed1"
-    kill_after("cvpo.py", ["--env-id", "SafetyBallCircle-v0", "--seed", "1", "--threads", "1", *flags], run_dir,
-               epoch=2)
+    start = ["--env-id", "SafetyBallCircle-v0", "--seed", "1", "--threads", "1", *flags]
+    kill_after("cvpo.py", start, run_dir, epoch=2, delay=0.1)
+    assert_clean_failure(run("cvpo.py", *start, "--run-dir", str(run_dir)), "unfinished", f"--resume {run_dir}")
     sweep = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "sweep.py"), "--methods", "cvpo",
                             "--env-ids", "SafetyBallCircle-v0", "--seeds", "1", "--workers", "1", "--results-dir",
                             str(tmp_path / "results"), f"--extra={' '.join(flags)}"], capture_output=True, text=True,
                            cwd=ROOT, timeout=600)
     assert sweep.returncode == 0, sweep.stdout + sweep.stderr
     assert "seed1: resumed, done" in sweep.stdout
-    assert_same_run(straight_runs["cvpo.py"], run_dir)
+    assert_resumed_is_the_uninterrupted_run(run_dir, straight_runs["cvpo.py"])
