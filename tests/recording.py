@@ -9,10 +9,11 @@ Also the check of the evaluation files every script writes.
 import csv
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
+
+import launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,7 +34,7 @@ np.savez(sys.argv[2], obs=np.stack([s[0] for s in stored]), next_obs=np.stack([s
 
 def run_child(code, *argv):
     """Run `code` in a fresh Python with `argv` from the project's root; it must exit with status 0."""
-    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    proc = launch.run([sys.executable, "-c", code, *argv], cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr
     return proc
 

@@ -2,10 +2,10 @@
 
 import importlib
 import os
-import subprocess
 import sys
 
 import pytest
+import launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ["cvpo.py", "safer.py", "adv_cvpo.py", "ppol.py", "sa_ppol.py", "adv_ppol.py"]
@@ -48,8 +48,8 @@ def test_bad_input(script, flags, needle, tmp_path):
 @pytest.mark.parametrize("script,flags,needle", [case for case in CASES if case not in IN_PROCESS] +
                          [("safer.py", ["--xi-adv", "-0.5"], "-0.5")])
 def test_bad_input_is_one_line_on_stderr_and_a_failed_exit(script, flags, needle, tmp_path):
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, script), *flags, "--output-dir", str(tmp_path / "r")],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    proc = launch.run([sys.executable, os.path.join(ROOT, script), *flags, "--output-dir", str(tmp_path / "r")],
+                      timeout=600, cwd=ROOT)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], proc.stderr
@@ -62,8 +62,8 @@ def test_run_dir_that_cannot_be_made(script, where, tmp_path):
     a_file = tmp_path / "file"
     a_file.write_text("")
     run_dir = {"under a file": a_file / "run", "a file": a_file, "under a read-only place": "/proc/no-such-run"}[where]
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, script), "--env-id", "SafetyBallCircle-v0",
-                           "--run-dir", str(run_dir)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    proc = launch.run([sys.executable, os.path.join(ROOT, script), "--env-id", "SafetyBallCircle-v0",
+                       "--run-dir", str(run_dir)], timeout=600, cwd=ROOT)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(run_dir) in lines[0], proc.stderr

@@ -4,10 +4,10 @@ episodes of eval.json ran as one batch of 20 envs, as these do)."""
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
+import launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = {"safer.py": "results/SafetyBallCircle-v0/safer/seed1", "ppol.py": "results/SafetyBallCircle-v0/ppol/seed1"}
@@ -17,9 +17,9 @@ RUNS = {"safer.py": "results/SafetyBallCircle-v0/safer/seed1", "ppol.py": "resul
 def test_committed_policy_repeats_its_runs_evaluation(tmp_path, script):
     run_dir = os.path.join(ROOT, RUNS[script])
     out = tmp_path / "eval.json"
-    proc = subprocess.run([sys.executable, script, "--eval-checkpoint", os.path.join(run_dir, "model.pt"),
-                           "--eval-episodes", "20", "--eval-attackers", "none", "mc", "--eval-output", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = launch.run([sys.executable, script, "--eval-checkpoint", os.path.join(run_dir, "model.pt"),
+                       "--eval-episodes", "20", "--eval-attackers", "none", "mc", "--eval-output", str(out)],
+                      cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr
     with open(os.path.join(run_dir, "eval.json")) as f:
         committed = json.load(f)["results"]

@@ -6,7 +6,6 @@ import importlib.util
 import json
 import os
 import re
-import subprocess
 import sys
 
 import pytest
@@ -14,6 +13,7 @@ import torch
 
 import cvpo
 from recording import assert_eval_outputs
+import launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--env-id", "SafetyBallCircle-v0", "--total-timesteps", "600", "--learning-starts", "200",
@@ -24,8 +24,7 @@ EVAL = ["--eval-episodes", "2", "--attack-steps", "3"]
 
 
 def run_script(*args, script="cvpo.py"):
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=600)
+    return launch.run([sys.executable, os.path.join(ROOT, script), *args], cwd=ROOT, timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,13 @@ A deliberate change of what a tiny run computes rewrites that file: python tests
 import csv
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 import torch
 
 from recording import assert_eval_outputs
+import launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = os.path.join(ROOT, "tests", "data", "cpu_reference.json")
@@ -38,8 +38,8 @@ NETWORKS = {script: ("actor", "qr1", "qr2", "qc") for script in SCRIPTS[:3]} | {
 
 def tiny_run(script, run_dir, *extra):
     """progress.csv (timings aside) and eval.json's results of a tiny run, after checking its output files."""
-    proc = subprocess.run([sys.executable, f"{script}.py", *COMMON, *FLAGS[script], *extra, "--run-dir", run_dir],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = launch.run([sys.executable, f"{script}.py", *COMMON, *FLAGS[script], *extra, "--run-dir", run_dir],
+                      cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr
     with open(os.path.join(run_dir, "progress.csv")) as f:
         progress = [{k: v for k, v in row.items() if k not in ("SPS", "wall_time")} for row in csv.DictReader(f)]
@@ -63,8 +63,7 @@ def test_cpu_results_are_pinned(tmp_path, script):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_cuda_without_a_gpu_is_a_one_line_error():
-    proc = subprocess.run([sys.executable, "safer.py", "--device", "cuda", "--run-dir", "unused"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = launch.run([sys.executable, "safer.py", "--device", "cuda", "--run-dir", "unused"], cwd=ROOT, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == ["safer.py: error: --device cuda: torch sees no GPU here "
                                                 "(torch.cuda.is_available() is False); use --device cpu or auto"]

@@ -7,18 +7,17 @@ steps the committed SAFER runs are under 1 under MC).
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
+import launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def train(script, run_dir, *flags):
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, script), "--env-id", "SafetyBallCircle-v0", "--seed", "1",
-                           "--eval-episodes", "10", "--run-dir", str(run_dir), *flags], capture_output=True, text=True,
-                          cwd=ROOT, timeout=3600)
+    proc = launch.run([sys.executable, os.path.join(ROOT, script), "--env-id", "SafetyBallCircle-v0", "--seed", "1",
+                       "--eval-episodes", "10", "--run-dir", str(run_dir), *flags], cwd=ROOT, timeout=3600)
     assert proc.returncode == 0, proc.stderr
     return json.loads((run_dir / "eval.json").read_text())["results"]
 

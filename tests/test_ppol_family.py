@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -13,6 +12,7 @@ import adv_ppol
 import sa_ppol
 from attacks import gaussian_kl
 from recording import ROOT, assert_eval_outputs, recorded_run
+import launch
 
 TINY = ["--env-id", "SafetyBallCircle-v0", "--total-timesteps", "600", "--steps-per-epoch", "200",
         "--num-envs", "1", "--q-steps", "5", "--eval-episodes", "2", "--attack-steps", "3",
@@ -69,8 +69,8 @@ def test_adv_ppol_budget_grows_as_the_authors_schedule():
 @pytest.mark.parametrize("attacker", ["mc"])  # mad, the default: test_device.py runs it end to end
 def test_sa_ppol_smoke(attacker, tmp_path):
     run_dir = tmp_path / "run"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "sa_ppol.py"), *TINY, "--attacker", attacker,
-                           "--run-dir", str(run_dir)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    proc = launch.run([sys.executable, os.path.join(ROOT, "sa_ppol.py"), *TINY, "--attacker", attacker,
+                       "--run-dir", str(run_dir)], timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert_outputs(run_dir)
 

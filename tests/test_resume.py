@@ -7,12 +7,12 @@ import importlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 
 import pytest
 import torch
+import launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Ball-Circle episodes are 200 steps: with one env, an epoch of 200 steps is one episode and 800 steps are 4 epochs
@@ -32,7 +32,7 @@ def command(script, *flags):
 
 
 def run(script, *flags):
-    return subprocess.run(command(script, *flags), capture_output=True, text=True, cwd=ROOT, timeout=600)
+    return launch.run(command(script, *flags), cwd=ROOT, timeout=600)
 
 
 def saved_epoch(run_dir):
@@ -44,8 +44,7 @@ def saved_epoch(run_dir):
 
 def start_and_wait(script, flags, run_dir, epoch):
     """Start a run and return its process once the training state of `epoch` is on disk."""
-    proc = subprocess.Popen(command(script, *flags, "--run-dir", str(run_dir)), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = launch.start(command(script, *flags, "--run-dir", str(run_dir)), cwd=ROOT)
     deadline = time.time() + 300
     while (saved_epoch(run_dir) or 0) < epoch:
         assert proc.poll() is None, proc.communicate()
@@ -194,10 +193,9 @@ def test_sweep_runner_resumes_an_unfinished_run(straight_runs, tmp_path):
     start = ["--env-id", "SafetyBallCircle-v0", "--seed", "1", "--threads", "1", *flags]
     kill_after("cvpo.py", start, run_dir, epoch=2, delay=0.1)
     assert_clean_failure(run("cvpo.py", *start, "--run-dir", str(run_dir)), "unfinished", f"--resume {run_dir}")
-    sweep = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "sweep.py"), "--methods", "cvpo",
-                            "--env-ids", "SafetyBallCircle-v0", "--seeds", "1", "--workers", "1", "--results-dir",
-                            str(tmp_path / "results"), f"--extra={' '.join(flags)}"], capture_output=True, text=True,
-                           cwd=ROOT, timeout=600)
+    sweep = launch.run([sys.executable, os.path.join(ROOT, "tools", "sweep.py"), "--methods", "cvpo",
+                        "--env-ids", "SafetyBallCircle-v0", "--seeds", "1", "--workers", "1", "--results-dir",
+                        str(tmp_path / "results"), f"--extra={' '.join(flags)}"], cwd=ROOT, timeout=600)
     assert sweep.returncode == 0, sweep.stdout + sweep.stderr
     assert "seed1: resumed, done" in sweep.stdout
     assert_resumed_is_the_uninterrupted_run(run_dir, straight_runs["cvpo.py"])

@@ -3,7 +3,6 @@
 import json
 import math
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -14,6 +13,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import report  # noqa: E402
 from tools.diagnostics import time_to_target  # noqa: E402
+import launch  # noqa: E402
 
 ENV = "SafetyCarCircle-v0"
 
@@ -151,10 +151,9 @@ def test_end_labels_of_close_curves_do_not_overlap():
 def test_sweep_skips_finished_runs_and_survives_failures(tmp_path):
     results = tmp_path / "results"
     fabricate(results, "cvpo", 1, (1, 0), (1, 0), (1, 0))  # finished: has eval.json
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "sweep.py"), "--methods", "cvpo",
-                           "ppol", "--env-ids", ENV, "--seeds", "1", "2", "--workers", "2", "--results-dir",
-                           str(results), "--extra=--total-timesteps 0"], capture_output=True, text=True,
-                          timeout=600)
+    proc = launch.run([sys.executable, os.path.join(ROOT, "tools", "sweep.py"), "--methods", "cvpo",
+                       "ppol", "--env-ids", ENV, "--seeds", "1", "2", "--workers", "2", "--results-dir",
+                       str(results), "--extra=--total-timesteps 0"], timeout=600)
     assert proc.returncode == 1
     assert f"{ENV} cvpo seed1: skipped" in proc.stdout
     for method, seed in (("cvpo", 2), ("ppol", 1), ("ppol", 2)):
@@ -184,10 +183,10 @@ def sharp_checkpoint(path, env_id="SafetyBallCircle-v0"):
 def test_robust_fit_meets_the_bound_and_writes_its_record(tmp_path):
     ckpt, out = tmp_path / "model.pt", tmp_path / "fit.json"
     sharp_checkpoint(ckpt)
-    # a subprocess: bullet-safety-gym redirects the C stdout, which pytest's capture does not allow in-process
-    subprocess.run([sys.executable, "-m", "tools.diagnostics.robust_fit", "--checkpoint", str(ckpt),
-                    "--updates", "120", "--ramp-updates", "40", "--report-every", "40", "--num-states", "400",
-                    "--eval-episodes", "1", "--attack-steps", "2", "--output", str(out)], check=True, cwd=ROOT)
+    # another process: bullet-safety-gym redirects the C stdout, which pytest's capture does not allow in-process
+    launch.run([sys.executable, "-m", "tools.diagnostics.robust_fit", "--checkpoint", str(ckpt),
+                "--updates", "120", "--ramp-updates", "40", "--report-every", "40", "--num-states", "400",
+                "--eval-episodes", "1", "--attack-steps", "2", "--output", str(out)], check=True, cwd=ROOT)
     record = json.loads(out.read_text())
     first, last = record["reports"][0], record["reports"][-1]
     assert [r["update"] for r in record["reports"]] == [0, 40, 80, 120]
@@ -202,14 +201,13 @@ def test_robust_fit_rejects_a_missing_or_foreign_checkpoint(tmp_path):
     import torch
     torch.save(dict(algo="ppol"), tmp_path / "other.pt")
     for path, message in ((tmp_path / "missing.pt", "does not exist"), (tmp_path / "other.pt", "not a cvpo.py")):
-        proc = subprocess.run([sys.executable, "-m", "tools.diagnostics.robust_fit", "--checkpoint",
-                               str(path)], capture_output=True, text=True, cwd=ROOT)
+        proc = launch.run([sys.executable, "-m", "tools.diagnostics.robust_fit", "--checkpoint", str(path)],
+                          cwd=ROOT)
         assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr
 
 
 def mean_vs_sample(*flags):
-    return subprocess.run([sys.executable, "-m", "tools.diagnostics.mean_vs_sample", *flags],
-                          capture_output=True, text=True, cwd=ROOT)
+    return launch.run([sys.executable, "-m", "tools.diagnostics.mean_vs_sample", *flags], cwd=ROOT)
 
 
 def save_ball_checkpoint(path, actor, seed):
@@ -234,9 +232,8 @@ def test_mean_vs_sample_mean_mode_is_the_scripts_evaluation(tmp_path):
     save_ball_checkpoint(ckpt, cvpo.Actor(8, 2), seed=3)
     proc = mean_vs_sample("--checkpoint", str(ckpt), "--episodes", "2", "--output", str(out))
     assert proc.returncode == 0, proc.stderr
-    subprocess.run([sys.executable, os.path.join(ROOT, "cvpo.py"), "--eval-checkpoint", str(ckpt), "--eval-output",
-                    str(eval_out), "--eval-episodes", "2", "--eval-attackers", "none"], check=True,
-                   capture_output=True)
+    launch.run([sys.executable, os.path.join(ROOT, "cvpo.py"), "--eval-checkpoint", str(ckpt), "--eval-output",
+                str(eval_out), "--eval-episodes", "2", "--eval-attackers", "none"], check=True)
     record, evaluated = json.loads(out.read_text()), json.loads(eval_out.read_text())["results"]["none"]
     # the mean mode replays the scripts' deterministic evaluation: same initial states, same actions
     assert record["mean"]["return_mean"] == pytest.approx(evaluated["return_mean"], abs=1e-6)
@@ -294,8 +291,8 @@ def test_time_to_target_finds_the_first_evaluation_meeting_reward_and_cost(tmp_p
     assert "training episodes" not in text  # no progress.csv
     mc = time_to_target.report_run(str(run_dir), time_to_target.Args(run_dirs=(str(run_dir),), attacker="mc"))
     assert "first never; 0 of 6 evaluations" in mc
-    proc = subprocess.run([sys.executable, "-m", "tools.diagnostics.time_to_target", "--run-dirs",
-                           str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    proc = launch.run([sys.executable, "-m", "tools.diagnostics.time_to_target", "--run-dirs", str(tmp_path)],
+                      timeout=120, cwd=ROOT)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == f"time_to_target.py: error: {str(tmp_path)!r} has no evals.csv (a run of an " \
                                   f"older version, or not a run directory)"
@@ -309,10 +306,9 @@ def test_ray_backend_gives_the_local_pools_results_and_reports_a_failure(tmp_pat
     flags = " ".join(a for a in COMMON + FLAGS["cvpo"] if a != "SafetyBallCircle-v0" and a != "--env-id")
     ball = "SafetyBallCircle-v0"
     results = tmp_path / "ray"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "sweep.py"), "--methods", "cvpo", "ppol",
-                           "--env-ids", ball, "--seeds", "1", "--workers", "2", "--results-dir", str(results),
-                           f"--extra={flags}", "--ray-address", "local"], capture_output=True, text=True, cwd=ROOT,
-                          timeout=1200)
+    proc = launch.run([sys.executable, os.path.join(ROOT, "tools", "sweep.py"), "--methods", "cvpo", "ppol",
+                       "--env-ids", ball, "--seeds", "1", "--workers", "2", "--results-dir", str(results),
+                       f"--extra={flags}", "--ray-address", "local"], cwd=ROOT, timeout=1200)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert f"{ball} ppol seed1: FAILED (exit 2)" in proc.stdout and f"{ball} cvpo seed1: done" in proc.stdout
     run_dir = results / ball / "cvpo" / "seed1"
