@@ -5,6 +5,7 @@ import os
 import sys
 
 import pytest
+
 import launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

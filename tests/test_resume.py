@@ -12,6 +12,7 @@ import time
 
 import pytest
 import torch
+
 import launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
