@@ -16,6 +16,7 @@ import atexit
 import ctypes
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -73,7 +74,9 @@ def _start_server():
     proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), str(theirs.fileno())],
                             pass_fds=[theirs.fileno()])
     theirs.close()
-    _server = (proc, ours, ours.makefile("r"))
+    # every launch's captured output lives under one folder of this worker's, removed when the worker exits
+    _server = (proc, ours, ours.makefile("r"), tempfile.mkdtemp(prefix="launch_"))
+    atexit.register(shutil.rmtree, _server[3], ignore_errors=True)
     atexit.register(proc.kill)
 
 
@@ -83,7 +86,7 @@ def start(argv, cwd=None):
         raise ValueError(f"launch.start runs {sys.executable} <script> | -m | -c, not {argv}")
     if _server is None or _server[0].poll() is not None:
         _start_server()
-    out_dir = tempfile.mkdtemp(prefix="launch_")
+    out_dir = tempfile.mkdtemp(dir=_server[3])
     request = dict(argv=list(map(str, argv[1:])), cwd=os.path.abspath(cwd or os.getcwd()), env=dict(os.environ),
                    out_dir=out_dir)
     _server[1].sendall((json.dumps(request) + "\n").encode())
