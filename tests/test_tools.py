@@ -314,3 +314,38 @@ def test_ray_backend_gives_the_local_pools_results_and_reports_a_failure(tmp_pat
     run_dir = results / ball / "cvpo" / "seed1"
     assert {"eval.json", "progress.csv", "model.pt", "train_state.pt", "train.log"} <= set(os.listdir(run_dir))
     assert json.loads((run_dir / "eval.json").read_text())["results"] == reference("cvpo")["results"]
+
+
+def test_warm_adam_attacker_takes_torch_adams_steps_stays_in_the_ball_and_keeps_its_state():
+    import torch
+    from tools.diagnostics.authors_attacker import WarmAdamAttacker
+    torch.manual_seed(0)
+    weights = torch.randn(3, 2)
+    policy = lambda s: (torch.tanh(s @ weights), None)  # noqa: E731
+    qc = lambda s0, a: (a * torch.tensor([1.0, -2.0])).sum(-1) + (s0 ** 2).sum(-1)  # noqa: E731
+    obs, eps = torch.randn(4, 3), 0.05
+    attacker = WarmAdamAttacker(lr=0.01, max_iters=3, tol=0.0)  # small lr: three steps stay inside the ball
+    adv = attacker(obs, eps, policy, qc)
+    # the same three steps by torch.optim.Adam on each row alone (the authors' attacker sees one state at a time)
+    for row in range(4):
+        delta = torch.zeros(1, 3, requires_grad=True)
+        opt = torch.optim.Adam([delta], lr=0.01)
+        for _ in range(3):
+            opt.zero_grad()
+            (-0.5 * qc(obs[row:row + 1], policy(obs[row:row + 1] + delta)[0])).sum().backward()
+            opt.step()
+            with torch.no_grad():
+                delta.clamp_(-eps, eps)
+        assert torch.allclose(adv[row] - obs[row], delta.detach()[0], atol=1e-6)
+    assert attacker.t.flatten().tolist() == [3.0] * 4
+    # a large lr reaches the ball's edge; the next call starts from there, not from the clean state
+    strong = WarmAdamAttacker(lr=1.0, max_iters=60, tol=1e-4)
+    first = strong(obs, eps, policy, qc) - obs
+    assert (first.abs() <= eps + 1e-7).all() and (first.abs() > 0.99 * eps).any()
+    with torch.no_grad():
+        clean, attacked = qc(obs, policy(obs)[0]), qc(obs, policy(obs + first)[0])
+    assert (attacked > clean).all()
+    t_before = strong.t.clone()
+    second = strong(obs, eps, policy, qc) - obs
+    assert torch.allclose(strong.delta, second) and (strong.t > t_before).all()
+    assert (strong.t - t_before).max() < 60  # converged at the edge: stops early
