@@ -349,3 +349,12 @@ def test_warm_adam_attacker_takes_torch_adams_steps_stays_in_the_ball_and_keeps_
     second = strong(obs, eps, policy, qc) - obs
     assert torch.allclose(strong.delta, second) and (strong.t > t_before).all()
     assert (strong.t - t_before).max() < 60  # converged at the edge: stops early
+
+
+def test_authors_attacker_rejects_a_missing_or_foreign_checkpoint(tmp_path):
+    import torch
+    torch.save(dict(algo="foo"), tmp_path / "other.pt")
+    for path, message in ((tmp_path / "missing.pt", "is not a file"), (tmp_path / "other.pt", "written by 'foo'")):
+        proc = launch.run([sys.executable, "-m", "tools.diagnostics.authors_attacker", "--checkpoint", str(path)],
+                          cwd=ROOT)
+        assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr

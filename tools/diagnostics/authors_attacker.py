@@ -24,6 +24,7 @@ import tyro
 
 import attacks
 
+SCRIPTS = ("safer", "cvpo", "adv_cvpo", "ppol", "sa_ppol", "adv_ppol")
 
 @dataclass
 class Args:
@@ -91,6 +92,8 @@ if __name__ == "__main__":
         algo = torch.load(args.checkpoint, map_location="cpu", weights_only=True)["algo"]
     except Exception as exc:  # any unreadable file is the same bad input
         fail(f"--checkpoint {args.checkpoint!r} is not a model.pt of these scripts ({type(exc).__name__})")
+    if algo not in SCRIPTS:
+        fail(f"--checkpoint {args.checkpoint!r} was written by {algo!r}, not one of {', '.join(SCRIPTS)}")
     script = importlib.import_module(algo)
     run_args = script.Args(eval_checkpoint=args.checkpoint, eval_episodes=args.episodes, device="cpu")
     loaded = script.load_checkpoint(run_args)
