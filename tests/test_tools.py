@@ -196,13 +196,15 @@ def test_robust_fit_meets_the_bound_and_writes_its_record(tmp_path):
     assert set(record["evaluation"]["fitted"]) == {"none", "mc"}
 
 
-@pytest.mark.slow  # a one-off diagnostic: checked on demand
-def test_robust_fit_rejects_a_missing_or_foreign_checkpoint(tmp_path):
+@pytest.mark.parametrize("tool, foreign_algo, messages", [
+    pytest.param("robust_fit", "ppol", ("does not exist", "not a cvpo.py"), marks=pytest.mark.slow),
+    ("authors_attacker", "foo", ("is not a file", "written by 'foo'")),
+])
+def test_diagnostics_reject_a_missing_or_foreign_checkpoint(tmp_path, tool, foreign_algo, messages):
     import torch
-    torch.save(dict(algo="ppol"), tmp_path / "other.pt")
-    for path, message in ((tmp_path / "missing.pt", "does not exist"), (tmp_path / "other.pt", "not a cvpo.py")):
-        proc = launch.run([sys.executable, "-m", "tools.diagnostics.robust_fit", "--checkpoint", str(path)],
-                          cwd=ROOT)
+    torch.save(dict(algo=foreign_algo), tmp_path / "other.pt")
+    for path, message in zip((tmp_path / "missing.pt", tmp_path / "other.pt"), messages):
+        proc = launch.run([sys.executable, "-m", f"tools.diagnostics.{tool}", "--checkpoint", str(path)], cwd=ROOT)
         assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -350,11 +352,3 @@ def test_warm_adam_attacker_takes_torch_adams_steps_stays_in_the_ball_and_keeps_
     assert torch.allclose(strong.delta, second) and (strong.t > t_before).all()
     assert (strong.t - t_before).max() < 60  # converged at the edge: stops early
 
-
-def test_authors_attacker_rejects_a_missing_or_foreign_checkpoint(tmp_path):
-    import torch
-    torch.save(dict(algo="foo"), tmp_path / "other.pt")
-    for path, message in ((tmp_path / "missing.pt", "is not a file"), (tmp_path / "other.pt", "written by 'foo'")):
-        proc = launch.run([sys.executable, "-m", "tools.diagnostics.authors_attacker", "--checkpoint", str(path)],
-                          cwd=ROOT)
-        assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr
