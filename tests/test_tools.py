@@ -351,4 +351,3 @@ def test_warm_adam_attacker_takes_torch_adams_steps_stays_in_the_ball_and_keeps_
     second = strong(obs, eps, policy, qc) - obs
     assert torch.allclose(strong.delta, second) and (strong.t > t_before).all()
     assert (strong.t - t_before).max() < 60  # converged at the edge: stops early
-
