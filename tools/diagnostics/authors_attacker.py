@@ -26,6 +26,7 @@ import attacks
 
 SCRIPTS = ("safer", "cvpo", "adv_cvpo", "ppol", "sa_ppol", "adv_ppol")
 
+
 @dataclass
 class Args:
     checkpoint: str
@@ -64,8 +65,8 @@ class WarmAdamAttacker:
             self.t = torch.where(a, self.t + 1, self.t)
             self.m = torch.where(a, b1 * self.m + (1 - b1) * grad, self.m)
             self.v = torch.where(a, b2 * self.v + (1 - b2) * grad ** 2, self.v)
-            m_hat = self.m / (1 - b1 ** self.t.clamp(min=1))
-            v_hat = self.v / (1 - b2 ** self.t.clamp(min=1))
+            m_hat = self.m / (1 - b1 ** self.t)  # t >= 1: every row steps in the first iteration of the first call
+            v_hat = self.v / (1 - b2 ** self.t)
             new_delta = (self.delta - self.lr * m_hat / (v_hat.sqrt() + self.adam_eps)).clamp(-eps, eps)
             new_delta = torch.where(a, new_delta, self.delta)
             moved = (new_delta - self.delta).abs().amax(dim=1)
