@@ -199,6 +199,7 @@ def test_robust_fit_meets_the_bound_and_writes_its_record(tmp_path):
 @pytest.mark.parametrize("tool, foreign_algo, messages", [
     pytest.param("robust_fit", "ppol", ("does not exist", "not a cvpo.py"), marks=pytest.mark.slow),
     ("authors_attacker", "foo", ("is not a file", "written by 'foo'")),
+    ("authors_mad", "foo", ("is not a file", "is not a model.pt of these scripts")),
 ])
 def test_diagnostics_reject_a_missing_or_foreign_checkpoint(tmp_path, tool, foreign_algo, messages):
     import torch
@@ -351,3 +352,24 @@ def test_warm_adam_attacker_takes_torch_adams_steps_stays_in_the_ball_and_keeps_
     second = strong(obs, eps, policy, qc) - obs
     assert torch.allclose(strong.delta, second) and (strong.t > t_before).all()
     assert (strong.t - t_before).max() < 60  # converged at the edge: stops early
+
+
+def test_the_authors_langevin_mad_lands_on_random_corners_not_adversarial_ones():
+    import torch
+    from attacks import mad_attack
+    from tools.diagnostics.authors_mad import LangevinMAD, shift_stats
+    torch.manual_seed(0)
+    weights = torch.randn(6, 2)
+    policy = lambda s: (torch.tanh(s @ weights), torch.full((len(s), 2), 0.3))  # noqa: E731
+    obs, eps = torch.randn(2000, 6), 0.05
+    langevin = LangevinMAD()
+    first = langevin(obs, eps, policy)
+    assert (first - obs).abs().max() <= eps + 1e-6
+    second = langevin(obs, eps, policy)  # warm: the preconditioner has decayed, the noise only grew
+    assert langevin.v.max() < 0.95 ** 119 + 1e-6
+    corners = obs + eps * torch.sign(torch.rand_like(obs) - 0.5)
+    ours, theirs, random = (shift_stats(policy, obs, o, eps) for o in (mad_attack(obs, eps, policy, steps=10),
+                                                                      second, corners))
+    assert shift_stats(policy, obs, first, eps)["edge"] > 0.9 and theirs["edge"] > 0.9
+    assert abs(theirs["sq_shift"] / random["sq_shift"] - 1) < 0.1  # what random signs give, within sampling
+    assert ours["sq_shift"] > 2 * theirs["sq_shift"]

@@ -39,10 +39,9 @@ class Args:
     """attack budget (default: the eps the checkpoint was trained with)"""
 
 
-if __name__ == "__main__":
-    args = tyro.cli(Args)
-    torch.set_num_threads(1)
-    ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+def load_actor_qc(path):
+    """The actor and cost critic of any script's model.pt, and the checkpoint's metadata."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
     script = importlib.import_module(ckpt["algo"])  # the script that wrote it builds its networks
     if hasattr(script, "build_networks"):  # the on-policy family
         networks = script.build_networks(ckpt["obs_dim"], ckpt["act_dim"])
@@ -51,18 +50,30 @@ if __name__ == "__main__":
         actor, qc = script.Actor(ckpt["obs_dim"], ckpt["act_dim"]), script.QNetwork(ckpt["obs_dim"], ckpt["act_dim"])
     actor.load_state_dict(ckpt["actor"])
     qc.load_state_dict(ckpt["qc"])
-    eps = ckpt["args"]["eps"] if args.eps is None else args.eps
-    env = gym.make(ckpt["env_id"])
+    return actor, qc, ckpt
+
+
+def own_states(env_id, actor, n):
+    """n states of the deterministic policy's own trajectory, every 4th one (episodes restart as they end)."""
+    env = gym.make(env_id)
     np.random.seed(0)
     obs, _ = env.reset()
     states = []
-    while len(states) < args.batch_size * 4:  # a stretch of the policy's own trajectory, every 4th state
+    while len(states) < n * 4:
         states.append(obs)
         with torch.no_grad():
             obs, _, terminated, truncated, _ = env.step(actor(torch.as_tensor(obs, dtype=torch.float32))[0].numpy())
         if terminated or truncated:
             obs, _ = env.reset()
-    s0 = torch.as_tensor(np.array(states[::4]), dtype=torch.float32)
+    return torch.as_tensor(np.array(states[::4]), dtype=torch.float32)
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    torch.set_num_threads(1)
+    actor, qc, ckpt = load_actor_qc(args.checkpoint)
+    eps = ckpt["args"]["eps"] if args.eps is None else args.eps
+    s0 = own_states(ckpt["env_id"], actor, args.batch_size)
     s_grad = s0.clone().requires_grad_(True)  # one forward pass serves the attacks and the sensitivity below
     mean_grad, std = actor(s_grad)
     mean, std = mean_grad.detach(), std.detach()
