@@ -12,7 +12,7 @@ The victim is described by callables:
 
 import torch
 
-ATTACKERS = ("none", "mc", "mr", "mad", "uniform")
+ATTACKERS = ("none", "mc", "mr", "mad", "uniform", "corner")
 
 
 def _eps_column(eps, obs):
@@ -101,6 +101,15 @@ def uniform_attack(obs, eps, generator=None):
     return obs + (torch.rand(obs.shape, generator=generator, dtype=obs.dtype) * 2 - 1).to(obs.device) * eps_col
 
 
+def corner_attack(obs, eps, generator=None):
+    """A random corner of the eps-box, +-eps per dimension by the sign of a uniform draw centred at 0: the largest
+    perturbation that does not look at the policy, and what the MAD attack of the authors' SA-PPOL training
+    amounts to (docs/sa_ppol.md)."""
+    eps_col = _eps_column(eps, obs)
+    signs = torch.sign(torch.rand(obs.shape, generator=generator, dtype=obs.dtype) - 0.5).to(obs.device)
+    return obs + signs * eps_col
+
+
 def perturb(attacker, obs, eps, policy, qr=None, qc=None, steps=200, attack_lr=0.2, generator=None):
     """Entry point: perturb a batch of observations with the named attacker (one of ATTACKERS)."""
     if attacker == "none":
@@ -113,4 +122,6 @@ def perturb(attacker, obs, eps, policy, qr=None, qc=None, steps=200, attack_lr=0
         return mad_attack(obs, eps, policy, steps, attack_lr, generator)
     if attacker == "uniform":
         return uniform_attack(obs, eps, generator)
+    if attacker == "corner":
+        return corner_attack(obs, eps, generator)
     raise ValueError(f"unknown attacker {attacker!r}: expected one of {', '.join(ATTACKERS)}")

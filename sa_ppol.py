@@ -123,7 +123,8 @@ class Args:
     eps: Annotated[Optional[float], per_env("eps")] = None
     """attack budget in raw observation units"""
     attacker: str = "mad"
-    """attacker giving s_adv for the regulariser: mad (SA-PPOL) or mc (SA-PPOL(MC))"""
+    """attacker giving s_adv for the regulariser: mad (SA-PPOL), mc (SA-PPOL(MC)) or corner (random corners of the
+    eps box, what the MAD of the authors' code amounts to)"""
     kl_coef: float = 1.0
     """weight of the robustness regulariser ||mu(s) - mu(s_adv)||^2 (Algorithm 4, line 9; the authors' Car value)"""
     train_attack_steps: int = 10
@@ -178,8 +179,8 @@ def resolve_args(args):
     for name in ("eval_every", "q_steps", "cost_limit", "kp", "ki", "kd"):
         if getattr(args, name) < 0:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if args.attacker not in ("mad", "mc"):
-        fail(f"--attacker must be mad or mc, got {args.attacker!r}")
+    if args.attacker not in ("mad", "mc", "corner"):
+        fail(f"--attacker must be mad, mc or corner, got {args.attacker!r}")
     for name in ("eps", "kl_coef", "actor_lr", "critic_lr", "clip_coef", "target_kl", "max_grad_norm", "attack_lr"):
         if not getattr(args, name) >= 0:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")

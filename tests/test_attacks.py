@@ -158,3 +158,12 @@ def test_pgd_with_its_early_stops_gives_every_step_run(grad_mode, attacker, step
     assert len(calls) <= steps + 1
     if steps == 200:
         assert len(calls) < 50
+
+
+def test_corner_attack_moves_every_dimension_by_eps_with_either_sign(victim):
+    obs = victim[3]
+    delta = run("corner", victim, 0.05) - obs
+    assert torch.allclose(delta.abs(), torch.full_like(delta, 0.05), atol=1e-6)
+    share_up = (delta > 0).float().mean().item()
+    assert 0.3 < share_up < 0.7
+    assert torch.equal(run("corner", victim, 0.05, seed=3), run("corner", victim, 0.05, seed=3))

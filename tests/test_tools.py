@@ -356,7 +356,7 @@ def test_warm_adam_attacker_takes_torch_adams_steps_stays_in_the_ball_and_keeps_
 
 def test_the_authors_langevin_mad_lands_on_random_corners_not_adversarial_ones():
     import torch
-    from attacks import mad_attack
+    from attacks import corner_attack, mad_attack
     from tools.diagnostics.authors_mad import LangevinMAD, shift_stats
     torch.manual_seed(0)
     weights = torch.randn(6, 2)
@@ -367,7 +367,7 @@ def test_the_authors_langevin_mad_lands_on_random_corners_not_adversarial_ones()
     assert (first - obs).abs().max() <= eps + 1e-6
     second = langevin(obs, eps, policy)  # warm: the preconditioner has decayed, the noise only grew
     assert langevin.v.max() < 0.95 ** 119 + 1e-6
-    corners = obs + eps * torch.sign(torch.rand_like(obs) - 0.5)
+    corners = corner_attack(obs, eps)
     ours, theirs, random = (shift_stats(policy, obs, o, eps) for o in (mad_attack(obs, eps, policy, steps=10),
                                                                       second, corners))
     assert shift_stats(policy, obs, first, eps)["edge"] > 0.9 and theirs["edge"] > 0.9

@@ -25,7 +25,7 @@ from typing import Optional
 import torch
 import tyro
 
-from attacks import gaussian_kl, mad_attack, uniform_attack
+from attacks import corner_attack, gaussian_kl, mad_attack, uniform_attack
 from tools.diagnostics.train_attack_steps import load_actor_qc, own_states
 
 
@@ -103,7 +103,7 @@ if __name__ == "__main__":
         last = langevin(obs, eps, actor)
     if args.calls > 1:
         rows[f"authors', SGLD, call {args.calls}"] = last
-    rows["random corners"] = obs + eps * torch.sign(torch.rand_like(obs) - 0.5)
+    rows["random corners"] = corner_attack(obs, eps)
     rows["uniform in the box"] = uniform_attack(obs, eps)
     print(f"{ckpt['env_id']} {ckpt['algo']} seed {ckpt['args'].get('seed')}, eps {eps}, {len(obs)} states")
     for name, obs_adv in rows.items():
