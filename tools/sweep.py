@@ -43,6 +43,7 @@ METHODS = {
     "ppol": ("ppol.py", [], "PPOL"),
     "sa_ppol": ("sa_ppol.py", [], "SA-PPOL"),
     "sa_ppol_mc": ("sa_ppol.py", ["--attacker", "mc"], "SA-PPOL(MC)"),
+    "sa_ppol_corner": ("sa_ppol.py", ["--attacker", "corner"], "SA-PPOL(corner)"),
     "adv_ppol": ("adv_ppol.py", [], "ADV-PPOL"),
     # Table 7: SAFER at other bounds xi_adv of the adversarial KL (8); the report tabulates their worst case
     "safer_xi0.01": ("safer.py", ["--xi-adv", "0.01"], "SAFER xi_adv 0.01"),
