@@ -35,20 +35,21 @@ from attacks import ATTACKERS, critic_attack, gaussian_kl, perturb
 ALGO = "safer"
 
 # Table 4 (off-policy, xi_adv of eq. 8 included), the attack budget eps of docs/conventions.md, and the training
-# budget and ramp of eq. (67) (T_s, T_i in epochs) of the committed results, per env id (docs/safer.md).
+# budget, the ramp of eq. (67) (T_s, T_i in epochs) and beta_adv's cap of the committed results, per env id
+# (docs/safer.md).
 PRESETS = {
     "SafetyBallCircle-v0": dict(num_particles=32, mstep_iters=6, estep_kl=0.05, mstep_kl=0.02, actor_lr=0.002,
                                 critic_lr=0.001, buffer_size=50_000, eps=0.05, xi_adv=0.05,
-                                total_timesteps=120_000, adv_start_epoch=10, adv_ramp_epochs=20),
+                                total_timesteps=120_000, adv_start_epoch=10, adv_ramp_epochs=20, adv_dual_max=0.1),
     "SafetyCarCircle-v0": dict(num_particles=32, mstep_iters=15, estep_kl=0.1, mstep_kl=0.01, actor_lr=0.002,
                                critic_lr=0.001, buffer_size=80_000, eps=0.05, xi_adv=0.012,
-                               total_timesteps=1_000_000, adv_start_epoch=35, adv_ramp_epochs=100),
+                               total_timesteps=1_000_000, adv_start_epoch=35, adv_ramp_epochs=100, adv_dual_max=0.03),
     "SafetyDroneRun-v0": dict(num_particles=32, mstep_iters=6, estep_kl=0.01, mstep_kl=0.0008, actor_lr=0.001,
                               critic_lr=0.001, buffer_size=20_000, eps=0.025, xi_adv=0.06,
-                              total_timesteps=1_000_000, adv_start_epoch=35, adv_ramp_epochs=100),
+                              total_timesteps=1_000_000, adv_start_epoch=35, adv_ramp_epochs=100, adv_dual_max=0.03),
     "SafetyAntRun-v0": dict(num_particles=64, mstep_iters=8, estep_kl=0.1, mstep_kl=0.05, actor_lr=0.001,
                             critic_lr=0.001, buffer_size=80_000, eps=0.025, xi_adv=0.06,
-                            total_timesteps=1_000_000, adv_start_epoch=35, adv_ramp_epochs=100),
+                            total_timesteps=1_000_000, adv_start_epoch=35, adv_ramp_epochs=100, adv_dual_max=0.03),
 }
 DEFAULT_PRESET = PRESETS["SafetyCarCircle-v0"]  # for other bullet-safety-gym ids
 
@@ -125,6 +126,9 @@ class Args:
     mstep_dual_max: float = 0.1
     """cap of each M-step multiplier times its bound (beta <= max / bound): Adam steps have a floor that beta cannot
     push the KL below, and an unbounded beta then grows without end and freezes the policy"""
+    adv_dual_max: Annotated[Optional[float], per_env("adv_dual_max")] = None
+    """cap of beta_adv times xi_adv (beta_adv <= max / xi_adv), as --mstep-dual-max for the other multipliers: where
+    kl_adv stays above xi_adv at full eps, a lower cap keeps the adversarial KL from holding the mean still"""
     max_grad_norm: float = 1.0
     """gradient-norm clip of the actor"""
     cost_limit: float = 5.0
@@ -197,7 +201,7 @@ def resolve_args(args):
         if getattr(args, name) < 0:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     for name in ("eps", "xi_adv", "estep_dual_lr", "lam_max", "estep_kl", "mstep_kl", "mstep_kl_std", "actor_lr",
-                 "critic_lr", "mstep_dual_lr", "mstep_dual_max", "max_grad_norm", "attack_lr"):
+                 "critic_lr", "mstep_dual_lr", "mstep_dual_max", "adv_dual_max", "max_grad_norm", "attack_lr"):
         if not getattr(args, name) >= 0:
             fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if not (0 < args.gamma < 1 and 0 <= args.polyak < 1):
@@ -513,10 +517,12 @@ def enabled_terms(args):
                                    ("adv_kl", args.no_adv_kl)) if not off]
 
 
-def dual_step(beta, bound, kl, args):
+def dual_step(beta, bound, kl, args, dual_max=None):
     """Eq. (64)/(65): one projected gradient step on an M-step multiplier, scaled by its bound, kept in
-    [0, mstep_dual_max / bound]; in units of the bound, so one cap fits bounds from 1e-4 to 0.05."""
-    return min(max(0.0, beta - args.mstep_dual_lr * (bound - kl) / bound), args.mstep_dual_max / bound)
+    [0, dual_max / bound] (dual_max: --mstep-dual-max unless given); in units of the bound, so one cap fits bounds
+    from 1e-4 to 0.05."""
+    dual_max = args.mstep_dual_max if dual_max is None else dual_max
+    return min(max(0.0, beta - args.mstep_dual_lr * (bound - kl) / bound), dual_max / bound)
 
 
 def robust_m_step(actor, target_actor, actor_opt, obs, obs_adv, particles, weights, duals, args):
@@ -532,7 +538,7 @@ def robust_m_step(actor, target_actor, actor_opt, obs, obs_adv, particles, weigh
             duals[0] = dual_step(duals[0], args.mstep_kl, kls["kl_mean"], args)
             duals[1] = dual_step(duals[1], args.mstep_kl_std, kls["kl_std"], args)
         if "adv_kl" in active:
-            duals[2] = dual_step(duals[2], args.xi_adv, kls["kl_adv"], args)
+            duals[2] = dual_step(duals[2], args.xi_adv, kls["kl_adv"], args, args.adv_dual_max)
         loss = sum(terms[name] for name in active)
         actor_opt.zero_grad()
         loss.backward()
@@ -720,10 +726,9 @@ def parse_args(argv=None):
     if args.eval_checkpoint is not None:
         fail("--resume continues training and cannot be combined with --eval-checkpoint")
     state = load_train_state(args.resume)
-    try:
-        stored = Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["args"].items()})
-    except TypeError:
+    if set(state["args"]) != {field.name for field in fields(Args)}:  # a flag added or removed since the run began
         fail(f"--resume {args.resume!r}: its stored arguments are not those of this version of {ALGO}.py")
+    stored = Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["args"].items()})
     # with flag pairs, a boolean stored as True still takes the flag that set it (--no-adv-kl, not --no-no-adv-kl)
     resumed = tyro.cli(Args, args=argv, default=stored, description=__doc__.splitlines()[0])
     for name in (field.name for field in fields(Args)):

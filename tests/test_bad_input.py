@@ -13,6 +13,7 @@ SCRIPTS = ["cvpo.py", "safer.py", "adv_cvpo.py", "ppol.py", "sa_ppol.py", "adv_p
 
 CASES = [(script, ["--env-id", "NoSuchEnv-v9"], "NoSuchEnv-v9") for script in SCRIPTS] + [
     ("safer.py", ["--xi-adv", "-0.5"], "-0.5"),
+    ("safer.py", ["--adv-dual-max", "-0.03"], "--adv-dual-max must be >= 0, got -0.03"),
     ("safer.py", ["--train-attack-steps", "0"], "--train-attack-steps"),
     ("adv_cvpo.py", ["--adv-ramp-epochs", "0"], "--adv-ramp-epochs"),
     ("sa_ppol.py", ["--attacker", "mr"], "'mr'"),

@@ -182,7 +182,14 @@ def test_resume_refuses_a_conflicting_flag_and_a_directory_without_a_run(tmp_pat
     run_dir = tmp_path / "run"
     flags = [*FAMILIES["cvpo.py"], "--random-noise", "--run-dir", str(run_dir)]
     assert run("cvpo.py", *flags, "--total-timesteps", "200").returncode == 0
+    # a run begun by a version with one flag fewer: resumed, the new flag would silently take its default
+    older = tmp_path / "older"
+    older.mkdir()
+    state = torch.load(run_dir / "train_state.pt", weights_only=True)
+    del state["args"]["mstep_dual_max"]
+    torch.save(state, older / "train_state.pt")
     for script, argv, needles in [("cvpo", ["--resume", str(run_dir), "--seed", "2"], ("--seed 2", "1")),
+                                  ("cvpo", ["--resume", str(older)], (str(older), "not those of this version")),
                                   ("cvpo", ["--resume", str(tmp_path)], (str(tmp_path), "train_state.pt")),
                                   ("ppol", ["--resume", str(run_dir), "--total-timesteps", "400"], ("cvpo.py",))]:
         with pytest.raises(SystemExit) as stop:  # the scripts' own parse, in this process

@@ -113,6 +113,20 @@ def test_every_m_step_multiplier_is_capped_in_units_of_its_bound():
         assert safer.dual_step(0.1, bound, 0.0, args) == 0.0
 
 
+
+def test_beta_adv_has_its_own_cap_in_units_of_xi_adv():
+    """Car-Circle caps beta_adv at 0.03 / xi_adv = 2.5; the M-step multipliers of the vanilla KL keep 0.1 / bound."""
+    args, actor, target_actor, obs, particles, weights = fixed_batch()
+    assert (args.adv_dual_max, args.mstep_dual_max, args.xi_adv) == (0.03, 0.1, 0.012)
+    opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr)
+    duals = [0.0, 0.0, 2.4]
+    violated = obs + 3 * torch.randn_like(obs)
+    safer.robust_m_step(actor, target_actor, opt, obs, violated, particles, weights, duals, args)
+    assert duals[2] == pytest.approx(0.03 / 0.012)
+    assert safer.dual_step(100.0, args.xi_adv, 1.0, args) == pytest.approx(0.1 / 0.012)
+    assert safer.resolve_args(safer.Args(env_id="SafetyBallCircle-v0")).adv_dual_max == 0.1
+
+
 TINY = ["--env-id", "SafetyBallCircle-v0", "--total-timesteps", "800", "--learning-starts", "200",
         "--num-envs", "1", "--steps-per-epoch", "200", "--batch-size", "32", "--num-particles", "8",
         "--updates-per-step", "0.05",
