@@ -3,10 +3,10 @@
 Single-file reference implementation. PPO-Lagrangian (eq. 69-70, PID multiplier) whose actor loss adds the
 robustness regulariser in its authors' form, kl_coef * ||mu(s) - mu_theta(s_adv)||^2 between deterministic actions
 (2 sigma^2 times Algorithm 4's KL(pi(.|s) || pi_theta(.|s_adv)) at a state-independent std), with no gradient
-through the benign path. The adversarial states
-s_adv of each rollout come from the MAD attacker (SA-PPOL), with --attacker mc from the MC attacker (SA-PPOL(MC)),
-or with --attacker corner from random corners of the eps box (what the authors' code trained against). Q_r(s, a) and Q_c(s, a) are trained off-policy on a replay buffer of the rollouts for the MC and MR
-attackers. See docs/sa_ppol.md and docs/conventions.md.
+through the benign path. The adversarial states s_adv of each rollout come from the MAD attacker (SA-PPOL), with
+--attacker mc from the MC attacker (SA-PPOL(MC)), or with --attacker corner from random corners of the eps box (what
+the authors' code trained against). Q_r(s, a) and Q_c(s, a) are trained off-policy on a replay buffer of the
+rollouts for the MC and MR attackers. See docs/sa_ppol.md and docs/conventions.md.
 """
 
 import os

@@ -113,7 +113,6 @@ def test_every_m_step_multiplier_is_capped_in_units_of_its_bound():
         assert safer.dual_step(0.1, bound, 0.0, args) == 0.0
 
 
-
 def test_beta_adv_has_its_own_cap_in_units_of_xi_adv():
     """Car-Circle caps beta_adv at 0.03 / xi_adv = 2.5; the M-step multipliers of the vanilla KL keep 0.1 / bound."""
     args, actor, target_actor, obs, particles, weights = fixed_batch()
