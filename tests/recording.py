@@ -83,3 +83,36 @@ def assert_eval_outputs(run_dir):
         assert int(row["episodes"]) == result["episodes"]
     assert os.path.isfile(os.path.join(run_dir, "model_best.pt"))
     return rows
+
+
+def max_relative_difference(got, want, path="result"):
+    """The largest |got - want| / max(|want|, 1) over the numbers of two nested results (dicts, lists, numbers,
+    and numeric strings as progress.csv holds them); anything else, and the structure, must be equal."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and got.keys() == want.keys(), f"{path}: keys differ"
+        return max((max_relative_difference(got[k], want[k], f"{path}[{k!r}]") for k in want), default=0.0)
+    if isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), f"{path}: lengths differ"
+        return max((max_relative_difference(g, w, f"{path}[{i}]") for i, (g, w) in enumerate(zip(got, want))),
+                   default=0.0)
+    if isinstance(want, str):
+        try:
+            want_number = float(want)
+        except ValueError:
+            assert got == want, f"{path}: {got!r} != {want!r}"
+            return 0.0
+        got, want = float(got), want_number
+    if isinstance(want, bool) or not isinstance(want, (int, float)):
+        assert got == want, f"{path}: {got!r} != {want!r}"
+        return 0.0
+    return abs(got - want) / max(abs(want), 1.0)
+
+
+# Another CPU can give the physics' and the networks' arithmetic different last bits (measured: 1.1e-15 relative on
+# the pinned tiny runs); a change of what a run computes moves its numbers far more than this.
+SAME_RUN_TOLERANCE = 1e-9
+
+
+def assert_same_run(got, want):
+    difference = max_relative_difference(got, want)
+    assert difference <= SAME_RUN_TOLERANCE, f"the results differ by {difference:.3g} relative"

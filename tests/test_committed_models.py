@@ -1,6 +1,6 @@
 """The trained policies committed in results/: each loads with --eval-checkpoint, without training, and repeats
 its run's own evaluation episode for episode, natural and under MC (the evaluation is deterministic; the first 20
-episodes of eval.json ran as one batch of 20 envs, as these do)."""
+episodes of eval.json ran as one batch of 20 envs, as these do), up to the last bits another CPU may change."""
 
 import json
 import os
@@ -9,6 +9,7 @@ import sys
 import pytest
 
 import launch
+from recording import assert_same_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = {"safer.py": "results/SafetyBallCircle-v0/safer/seed1", "ppol.py": "results/SafetyBallCircle-v0/ppol/seed1"}
@@ -26,5 +27,5 @@ def test_committed_policy_repeats_its_runs_evaluation(tmp_path, script):
         committed = json.load(f)["results"]
     again = json.loads(out.read_text())["results"]
     for attacker in ("none", "mc"):
-        assert again[attacker]["returns"] == committed[attacker]["returns"][:20]
-        assert again[attacker]["costs"] == committed[attacker]["costs"][:20]
+        assert_same_run({key: again[attacker][key] for key in ("returns", "costs")},
+                        {key: committed[attacker][key][:20] for key in ("returns", "costs")})
