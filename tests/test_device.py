@@ -63,14 +63,15 @@ def test_cpu_results_are_pinned(tmp_path, script):
 
 def test_pinned_comparison_tolerates_last_bits_only():
     pinned = reference("cvpo")
-    row = pinned["progress"][-1]
-    last_bits = {**pinned, "progress": [*pinned["progress"][:-1],
-                                        {**row, "episodic_return": repr(float(row["episodic_return"]) * (1 + 4e-16))}]}
-    assert_same_run(last_bits, pinned)
-    changed = {**pinned, "progress": [*pinned["progress"][:-1],
-                                      {**row, "episodic_return": repr(float(row["episodic_return"]) * (1 + 1e-6))}]}
+
+    def last_return_times(factor):
+        row = pinned["progress"][-1]
+        return {**pinned, "progress": [*pinned["progress"][:-1],
+                                       {**row, "episodic_return": repr(float(row["episodic_return"]) * factor)}]}
+
+    assert_same_run(last_return_times(1 + 4e-16), pinned)
     with pytest.raises(AssertionError, match="differ by 1e-06 relative"):
-        assert_same_run(changed, pinned)
+        assert_same_run(last_return_times(1 + 1e-6), pinned)
     with pytest.raises(AssertionError, match="lengths differ"):
         assert_same_run({**pinned, "progress": pinned["progress"][:-1]}, pinned)
 
