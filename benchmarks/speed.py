@@ -1,7 +1,8 @@
 """Speed of the scripts and attacks.py, all figures from one run (the machine is shared: compare ratios).
 
 (a) each script's training env steps/s against raw env stepping with random actions, same --num-envs (the
-    on-policy scripts at their default of 10 envs, against raw stepping at 10 envs; ADV-PPOL attacked throughout);
+    on-policy scripts at their default of 10 envs, against raw stepping at 10 envs; ADV-PPOL attacked throughout,
+    SAFER at full eps from its first update);
 (b) one evaluation step under MC with 200 attack steps, batched across 1, 4, 16 envs, over an unattacked step;
 (c) the E-step: dual solve alone and the whole E-step (particle Q evaluation included) for N x K tables;
 (d) where an update's time goes, CVPO against SAFER: critics, E-step, SAFER's attack, M-step.
@@ -171,8 +172,10 @@ if __name__ == "__main__":
     if "a" in args.parts:
         raw = raw_sps(args.env_id, args.num_envs, 6000)
         off_policy = ["--learning-starts", "5000", "--steps-per-epoch", "2500"]
-        for script in ("cvpo.py", "safer.py"):
-            train = training_sps(script, args.env_id, args.num_envs, args.train_steps, off_policy)
+        # SAFER at full eps from its first update epoch: at eps_t = 0 its attack stops at once and costs nothing
+        for script, flags in (("cvpo.py", off_policy),
+                              ("safer.py", [*off_policy, "--adv-start-epoch", "0", "--adv-ramp-epochs", "1"])):
+            train = training_sps(script, args.env_id, args.num_envs, args.train_steps, flags)
             print(f"(a) {args.env_id}, {args.num_envs} envs: raw random stepping {raw:.0f} steps/s, {script} "
                   f"training {train:.0f} steps/s, ratio {train / raw:.2f}")
         raw10 = raw_sps(args.env_id, 10, 6000)
