@@ -212,8 +212,12 @@ class EpisodeEndRecorder(gym.Wrapper):
         return self.env.reset(**kwargs)
 
 
+# Table 4's rollout length where bullet-safety-gym 1.4.0 registers another time limit (docs/conventions.md)
+TIME_LIMITS = {"SafetyDroneRun-v0": 100}
+
+
 def make_env(env_id):
-    return lambda: EpisodeEndRecorder(gym.make(env_id))
+    return lambda: EpisodeEndRecorder(gym.make(env_id, max_episode_steps=TIME_LIMITS.get(env_id)))
 
 
 def step_costs(infos, num_envs):

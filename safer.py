@@ -147,6 +147,9 @@ class Args:
     """Table 8 ablation: drop the adversarial KL term of eq. (62)"""
     no_adv_mle: bool = False
     """Table 8 ablation: drop the maximum likelihood on attacked states of eq. (62)"""
+    std_fit: Literal["sampled", "executed"] = "sampled"
+    """particles the M-step's std terms fit: as sampled, or clamped to the action box as the env executes them
+    (beyond the box every particle ties at the bound's Q value, so the E-step cannot weigh the tail it keeps)"""
     eps: Annotated[Optional[float], per_env("eps")] = None
     """attack budget in raw observation units"""
     eval_every: int = 0
@@ -231,8 +234,12 @@ class EpisodeEndRecorder(gym.Wrapper):
         return self.env.reset(**kwargs)
 
 
+# Table 4's rollout length where bullet-safety-gym 1.4.0 registers another time limit (docs/conventions.md)
+TIME_LIMITS = {"SafetyDroneRun-v0": 100}
+
+
 def make_env(env_id):
-    return lambda: EpisodeEndRecorder(gym.make(env_id))
+    return lambda: EpisodeEndRecorder(gym.make(env_id, max_episode_steps=TIME_LIMITS.get(env_id)))
 
 
 def step_costs(infos, num_envs):
@@ -491,12 +498,18 @@ def decoupled_kl(ref_mean, ref_std, mean, std):
     return gaussian_kl(ref_mean, ref_std, mean, ref_std).mean(), gaussian_kl(ref_mean, ref_std, ref_mean, std).mean()
 
 
-def robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, m1, var, duals, args):
-    """The three terms of eq. (62) as losses to minimise, and the KLs; duals = [beta_mean, beta_std, beta_adv]."""
+def fit_log_lik(mean, std, ref_mean, ref_std, mean_target, std_target):
+    """decoupled_log_lik with the mean fitted to the moments mean_target and the std to std_target."""
+    return weighted_log_lik(mean, ref_std, *mean_target) + weighted_log_lik(ref_mean, std, *std_target)
+
+
+def robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, mean_target, std_target, duals, args):
+    """The three terms of eq. (62) as losses to minimise, and the KLs; duals = [beta_mean, beta_std, beta_adv];
+    mean_target and std_target: the particle moments (m1, var) the mean and the std are fitted to."""
     mean, std = actor(obs)
     mean_adv, std_adv = actor(obs_adv)
     # vanilla M-step (7), decoupled: mean moves with the old std, std with the old mean
-    log_lik = decoupled_log_lik(mean, std, old_mean, old_std, m1, var)
+    log_lik = fit_log_lik(mean, std, old_mean, old_std, mean_target, std_target)
     kl_mean, kl_std = decoupled_kl(old_mean, old_std, mean, std)
     # appendix B.1's practical form KL(pi_theta(s) || pi_theta(nu(s))), no gradient through the benign path (eq. 62
     # writes pi_theta_i(s); anchoring there measured no better, docs/experiments.md); decoupled like the vanilla
@@ -505,7 +518,7 @@ def robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, m1, var, duals, 
     kl_adv = sum(decoupled_kl(mean.detach(), std.detach(), mean_adv, std_adv))
     terms = {
         "vanilla": -(log_lik + duals[0] * (args.mstep_kl - kl_mean) + duals[1] * (args.mstep_kl_std - kl_std)),
-        "adv_mle": -decoupled_log_lik(mean_adv, std_adv, old_mean, old_std, m1, var),
+        "adv_mle": -fit_log_lik(mean_adv, std_adv, old_mean, old_std, mean_target, std_target),
         "adv_kl": duals[2] * (kl_adv - args.xi_adv),
     }
     return terms, dict(log_lik=log_lik.item(), kl_mean=kl_mean.item(), kl_std=kl_std.item(), kl_adv=kl_adv.item(),
@@ -529,10 +542,13 @@ def robust_m_step(actor, target_actor, actor_opt, obs, obs_adv, particles, weigh
     """Robust M-step (62) by gradient descent-ascent; duals = [beta_mean, beta_std, beta_adv], updated in place."""
     with torch.no_grad():
         old_mean, old_std = target_actor(obs)
-        m1, var = particle_moments(particles, weights)
+        mean_target = particle_moments(particles, weights)
+        std_target = (particle_moments(particles.clamp(-1, 1), weights) if args.std_fit == "executed"
+                      else mean_target)
     active = enabled_terms(args)
     for _ in range(args.mstep_iters):
-        terms, kls = robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, m1, var, duals, args)
+        terms, kls = robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, mean_target, std_target, duals,
+                                         args)
         # descent on theta at the current multipliers, then ascent on the multipliers
         if "vanilla" in active:
             duals[0] = dual_step(duals[0], args.mstep_kl, kls["kl_mean"], args)

@@ -46,7 +46,7 @@ def test_each_ablation_removes_exactly_its_term(flag, term):
         old_mean, old_std = target_actor(obs)
         m1, var = safer.particle_moments(particles, weights)
     duals = [0.7, 3.0, 2.0]
-    terms, _ = safer.robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, m1, var, duals, args)
+    terms, _ = safer.robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, (m1, var), (m1, var), duals, args)
     full = sum(terms[name] for name in safer.enabled_terms(args))
     ablated_args = dataclasses.replace(args, **{flag: True})
     ablated = sum(terms[name] for name in safer.enabled_terms(ablated_args))
@@ -62,6 +62,42 @@ def test_each_ablation_removes_exactly_its_term(flag, term):
 
     explicit = log_lik(mean_adv, old_std) + log_lik(old_mean, std_adv)
     assert terms["adv_mle"].item() == pytest.approx(-explicit.item(), rel=1e-5)
+
+
+def test_executed_std_fit_fits_the_std_to_the_particles_clamped_to_the_box(monkeypatch):
+    """--std-fit executed: the std terms are the weighted log-likelihood of the clamped particles (what the env
+    executes) under the old mean; the mean terms still fit the particles as sampled."""
+    args, actor, target_actor, obs, particles, weights = fixed_batch()
+    particles = particles * 3  # a third of the particles or more beyond the box
+    obs_adv = obs + 0.05 * torch.sign(torch.randn_like(obs))
+    with torch.no_grad():
+        old_mean, old_std = target_actor(obs)
+    sampled = safer.particle_moments(particles, weights)
+    executed = safer.particle_moments(particles.clamp(-1, 1), weights)
+    terms, _ = safer.robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, sampled, executed, [0, 0, 0], args)
+    mean, std = actor(obs)
+
+    def log_lik(mean, std, targets):
+        return (torch.distributions.Normal(mean.unsqueeze(1), std.unsqueeze(1)).log_prob(targets).sum(-1)
+                * weights).sum(1).mean()
+
+    explicit = log_lik(mean, old_std, particles) + log_lik(old_mean, std, particles.clamp(-1, 1))
+    assert terms["vanilla"].item() == pytest.approx(-explicit.item(), rel=1e-5)
+    # robust_m_step hands the terms the clamped moments for the std with the flag, the sampled ones without it
+    seen = []
+
+    def recording_terms(*a, **k):
+        seen.append((a[5], a[6]))
+        return terms_function(*a, **k)
+
+    terms_function = safer.robust_m_step_terms
+    monkeypatch.setattr(safer, "robust_m_step_terms", recording_terms)
+    for std_fit, std_target in (("sampled", sampled), ("executed", executed)):
+        opt = torch.optim.SGD(actor.parameters(), lr=0.0)
+        safer.robust_m_step(actor, target_actor, opt, obs, obs_adv, particles, weights, [0.0, 0.0, 0.0],
+                            dataclasses.replace(args, std_fit=std_fit, mstep_iters=1))
+        mean_target, got = seen.pop()
+        assert all(torch.equal(g, w) for g, w in zip(mean_target + got, sampled + std_target))
 
 
 def test_ablated_m_step_leaves_its_multiplier_alone_and_trains():
@@ -167,7 +203,8 @@ def test_adversarial_kl_does_not_reward_a_wider_std_for_a_mean_shift():
     with torch.no_grad():
         old_mean, old_std = target_actor(obs)
         m1, var = safer.particle_moments(particles, weights)
-    terms, kls = safer.robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, m1, var, [1.0, 1.0, 1.0], args)
+    terms, kls = safer.robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, (m1, var), (m1, var),
+                                           [1.0, 1.0, 1.0], args)
     terms["adv_kl"].backward()
     assert std_adv.grad.abs().max().item() < 1e-6
     assert (mean_adv.grad > 0).all()  # the mean at nu(s) is pulled back toward the benign mean
@@ -184,7 +221,8 @@ def test_adversarial_kl_is_measured_from_the_current_policy_decoupled():
         old_mean, old_std = target_actor(obs)
         m1, var = safer.particle_moments(particles, weights)
     obs_adv = obs + 0.05 * torch.sign(torch.randn_like(obs))
-    _, kls = safer.robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, m1, var, [1.0, 1.0, 1.0], args)
+    _, kls = safer.robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, (m1, var), (m1, var), [1.0, 1.0, 1.0],
+                                       args)
     with torch.no_grad():
         mean, std = actor(obs)
         mean_adv, std_adv = actor(obs_adv)

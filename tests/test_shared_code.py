@@ -100,3 +100,13 @@ def test_update_critics_bootstraps_through_truncation_not_termination_with_the_t
     # one SGD step of 0.5 on the mean-squared error moves each constant critic to the targets' mean
     assert critics[0].weight.item() == pytest.approx(y_r.mean().item())
     assert critics[2].weight.item() == pytest.approx(y_c.mean().item())
+
+
+def test_drone_run_episodes_last_table_4s_100_steps_and_other_envs_their_registered_limit():
+    import gymnasium as gym
+    env = cvpo.make_env("SafetyDroneRun-v0")()
+    env.reset(seed=0)
+    truncated = [env.step(env.action_space.sample())[3] for _ in range(100)]
+    assert truncated == [False] * 99 + [True]
+    for env_id in ("SafetyBallCircle-v0", "SafetyCarCircle-v0", "SafetyAntRun-v0"):
+        assert cvpo.make_env(env_id)().spec.max_episode_steps == gym.spec(env_id).max_episode_steps
