@@ -10,11 +10,14 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one BLAS thread per process: set before numpy loads
 
 import csv
+import hashlib
 import json
+import math
 import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from typing import Annotated, Literal, Optional
@@ -162,6 +165,41 @@ def fail(message):
     raise SystemExit(f"{ALGO}.py: error: {message}")
 
 
+# sizes beyond these are years of compute or more memory than a machine has, never a run
+UPPER_BOUNDS = dict(total_timesteps=10**10, steps_per_epoch=10**7, num_envs=256, buffer_size=10**7,
+                    q_buffer_size=10**7, batch_size=10**6, minibatch_size=10**6, q_batch_size=10**6,
+                    num_particles=10**4, eval_episodes=10**5, eval_every_episodes=10**5, attack_steps=10**5,
+                    train_attack_steps=10**5, mstep_iters=10**5, actor_steps=10**5, critic_steps=10**5,
+                    q_steps=10**5, threads=1024, updates_per_step=10**3)
+
+
+def check_values(args):
+    """Refuse what no run can use: an env whose steps carry no cost, a number that is not finite, a size beyond
+    UPPER_BOUNDS (the other checks of resolve_args say what each flag allows)."""
+    if not str(gym.spec(args.env_id).entry_point).startswith("bullet_safety_gym"):
+        fail(f"--env-id {args.env_id}: not a bullet-safety-gym env, so its steps carry no cost signal "
+             f"(info['cost']); use a Safety* env id")
+    for field in fields(args):
+        flag, value = f"--{field.name.replace('_', '-')}", getattr(args, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            fail(f"{flag} must be a finite number, got {value}")
+        if field.name in UPPER_BOUNDS and value is not None and value > UPPER_BOUNDS[field.name]:
+            fail(f"{flag} must be at most {UPPER_BOUNDS[field.name]:,}, got {value:,}")
+
+
+def writable_file(path, flag):
+    """Refuse an output file that cannot be written before the work that fills it; make its folder."""
+    if os.path.isdir(path):
+        fail(f"{flag} {path!r} is a directory; give a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        fail(f"{flag} {path!r}: cannot write a file there ({exc.strerror})")
+
+
 def resolve_args(args):
     """Fill preset fields from Table 4 and reject bad values before anything is written."""
     if args.env_id is None:
@@ -172,6 +210,7 @@ def resolve_args(args):
     for name, value in PRESETS.get(args.env_id, DEFAULT_PRESET).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    check_values(args)
     for name in ("total_timesteps", "steps_per_epoch", "num_envs", "batch_size", "buffer_size", "num_particles",
                  "mstep_iters", "eval_episodes", "attack_steps", "threads"):
         if getattr(args, name) <= 0:
@@ -558,10 +597,17 @@ def write_atomic(path, write):
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:  # Ctrl-C or a full disk: leave no temp file behind
+    except BaseException as exc:  # Ctrl-C or a full disk: leave no temp file behind
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(exc, (OSError, RuntimeError)):  # torch.save reports a failed write as a RuntimeError
+            reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1]
+            raise WriteError(f"cannot write {path!r} ({reason})") from exc
         raise
+
+
+class WriteError(Exception):
+    """A run's file could not be written (a full disk, a folder gone); the files before it stay whole."""
 
 
 def write_json(path, data):
@@ -712,8 +758,13 @@ def make_envs(args):
     return envs
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a cluster's preemption): stops the run as Ctrl-C does, with the conventional exit status 143."""
+    exit_status = 143
+
+
 def interrupt(signum, frame):
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 def save_checkpoint(path, actor, qr1, qr2, qc, args, obs_dim, act_dim, global_step):
@@ -721,7 +772,20 @@ def save_checkpoint(path, actor, qr1, qr2, qc, args, obs_dim, act_dim, global_st
                       global_step=global_step, **{name: {key: value.cpu() for key, value in net.state_dict().items()}
                                                   for name, net in (("actor", actor), ("qr1", qr1), ("qr2", qr2),
                                                                     ("qc", qc))})
+    checkpoint["checksum"] = weights_checksum(checkpoint)
     write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
+
+
+def weights_checksum(checkpoint):
+    """sha256 of the networks' tensors (the checkpoint's dicts of tensors, by name), written with model.pt: a file
+    whose weights changed after it was written is refused instead of evaluated."""
+    digest = hashlib.sha256()
+    for name in sorted(k for k, v in checkpoint.items() if isinstance(v, dict) and v
+                       and all(isinstance(t, torch.Tensor) for t in v.values())):
+        for key in sorted(checkpoint[name]):
+            digest.update(f"{name}.{key}".encode())
+            digest.update(checkpoint[name][key].cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def better_than_best(natural, best, cost_limit):
@@ -771,6 +835,11 @@ def load_checkpoint(args):
         fail(f"checkpoint {path!r} is not a {ALGO}.py checkpoint (needs keys {', '.join(keys)})")
     if ckpt["algo"] != ALGO:
         fail(f"checkpoint {path!r} was written by {ckpt['algo']}.py, not {ALGO}.py")
+    if "checksum" in ckpt and ckpt["checksum"] != weights_checksum(ckpt):
+        fail(f"checkpoint {path!r} is corrupted: its weights do not match the checksum written with them")
+    if not all(torch.isfinite(t).all() for v in ckpt.values() if isinstance(v, dict)
+               for t in v.values() if isinstance(t, torch.Tensor)):
+        fail(f"checkpoint {path!r} is corrupted: it holds non-finite weights")
     if args.env_id is not None and args.env_id != ckpt["env_id"]:
         fail(f"checkpoint {path!r} was trained on {ckpt['env_id']}, not on --env-id {args.env_id}")
     args.env_id, args.seed = ckpt["env_id"], ckpt["args"]["seed"]
@@ -793,8 +862,7 @@ def eval_checkpoint(args):
     actor, qr1, qr2, qc, global_step = load_checkpoint(args)
     out = args.eval_output or os.path.join(os.path.dirname(os.path.abspath(args.eval_checkpoint)),
                                            "eval_checkpoint.json")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
-        fail(f"--eval-output {out!r}: its folder does not exist")
+    writable_file(out, "--eval-output")
     results = evaluate(actor, qr1, qr2, qc, args)
     record = eval_record(args, results, global_step)
     write_json(out, record)
@@ -901,7 +969,7 @@ def train(args, state=None):
     if epoch_steps != args.steps_per_epoch or end_step != args.total_timesteps:
         print(f"epochs of {epoch_steps:,} env steps, {end_step:,} in all: whole episodes of {horizon} steps in each "
               f"of the {args.num_envs} envs", flush=True)
-    session_start, session_start_step, saved_step = time.time(), global_step, global_step
+    session_start, session_start_step, saved_step, saved_epoch = time.time(), global_step, global_step, epoch
     epoch_time, epoch_start_step = time.time(), global_step
 
     try:
@@ -971,10 +1039,13 @@ def train(args, state=None):
                                           episodic_cost=mean_cost, cumulative_cost=cumulative_cost,
                                           SPS=round(sps, 1), wall_time=round(wall_time, 1)))
                 write_csv(os.path.join(run_dir, "progress.csv"), progress_rows)
-                minutes = (time.time() - session_start) / 60
-                eta_min = minutes * (end_step - global_step) / max(global_step - session_start_step, 1)
+                if epoch_start_step < args.learning_starts:  # random actions: faster than the epochs to come
+                    session_start, session_start_step = time.time(), global_step
+                minutes_left = ((time.time() - session_start) / 60 * (end_step - global_step)
+                                / max(global_step - session_start_step, 1))
+                eta = f"ETA {minutes_left:.1f} min" if global_step > session_start_step else "ETA after updates start"
                 print(f"epoch {epoch} | step {global_step:,}/{end_step:,} ({100 * global_step / end_step:.0f}%) | "
-                      f"{wall_time / 60:.1f} min, ETA {eta_min:.1f} min | SPS {sps:.0f} | return {mean_ret:.1f} "
+                      f"{wall_time / 60:.1f} min, {eta} | SPS {sps:.0f} | return {mean_ret:.1f} "
                       f"cost {mean_cost:.2f} | E-step temperature {dual_x[0]:.3g} lam {dual_x[1]:.3g}", flush=True)
                 epoch_returns, epoch_costs = [], []
                 last = global_step >= end_step
@@ -1007,12 +1078,17 @@ def train(args, state=None):
                         write_json(os.path.join(run_dir, "eval.json"), eval_record(args, results, global_step))
                 wall_time += time.time() - eval_start
                 write_atomic(state_path, lambda tmp: torch.save(training_state(), tmp))
-                saved_step = global_step
+                saved_step, saved_epoch = global_step, epoch
                 epoch_start_step, epoch_time = global_step, time.time()  # evaluation time is not training time
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print(f"{ALGO}.py: stopped at step {global_step:,} of {end_step:,}; continue from the last epoch end "
               f"(step {saved_step:,}) with: python {ALGO}.py --resume {run_dir}", file=sys.stderr, flush=True)
-        sys.exit(130)
+        sys.exit(getattr(stop, "exit_status", 130))
+    except WriteError as exc:
+        print(f"{ALGO}.py: error: {exc} at step {global_step:,}; the last good state is step {saved_step:,}, epoch "
+              f"{saved_epoch}; make room and continue with: python {ALGO}.py --resume {run_dir}", file=sys.stderr,
+              flush=True)
+        sys.exit(1)
     envs.close()
     writer.close()
     print(f"run directory: {run_dir}")
@@ -1027,6 +1103,8 @@ if __name__ == "__main__":
             eval_checkpoint(args)
         else:
             train(resolve_args(args), state)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print(f"{ALGO}.py: stopped before the first epoch ended", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(getattr(stop, "exit_status", 130))
+    except WriteError as exc:
+        raise SystemExit(f"{ALGO}.py: error: {exc}")

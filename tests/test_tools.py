@@ -149,21 +149,54 @@ def test_end_labels_of_close_curves_do_not_overlap():
     plt.close(fig)
 
 
+TINY = "--total-timesteps 200 --num-envs 1 --steps-per-epoch 200 --eval-episodes 1 --eval-attackers none"
+
+
+def unreadable_state(results, method, seed, env_id=ENV):
+    """A run directory whose train_state.pt is garbage: the sweep resumes it and the run fails at its start."""
+    run_dir = results / env_id / method / f"seed{seed}"
+    run_dir.mkdir(parents=True)
+    (run_dir / "train_state.pt").write_bytes(b"not a torch file")
+    return run_dir / "train.log"
+
+
 def test_sweep_skips_finished_runs_and_survives_failures(tmp_path):
     results = tmp_path / "results"
     fabricate(results, "cvpo", 1, (1, 0), (1, 0), (1, 0))  # finished: has eval.json
+    failing = unreadable_state(results, "ppol", 1)
     proc = launch.run([sys.executable, os.path.join(ROOT, "tools", "sweep.py"), "--methods", "cvpo",
                        "ppol", "--env-ids", ENV, "--seeds", "1", "2", "--workers", "2", "--results-dir",
-                       str(results), "--extra=--total-timesteps 0"], timeout=600)
+                       str(results), f"--extra={TINY}"], timeout=600)
     assert proc.returncode == 1
     assert f"{ENV} cvpo seed1: skipped" in proc.stdout
-    for method, seed in (("cvpo", 2), ("ppol", 1), ("ppol", 2)):
-        log = results / ENV / method / f"seed{seed}" / "train.log"
-        assert f"{ENV} {method} seed{seed}: FAILED (exit 1), log {log}" in proc.stdout
-        assert "--total-timesteps must be a positive integer" in log.read_text()
+    assert f"{ENV} ppol seed1: resumed, FAILED (exit 1), log {failing}" in proc.stdout
+    assert "is not a readable training state" in failing.read_text()
+    for method in ("cvpo", "ppol"):
+        log = results / ENV / method / "seed2" / "train.log"
+        assert f"{ENV} {method} seed2: done" in proc.stdout
         # the command as run from the repository's root, without the interpreter's or the repository's path
-        assert log.read_text().startswith(f"python {'cvpo' if method == 'cvpo' else 'ppol'}.py --env-id {ENV}")
-    assert "3 of 4 runs failed" in proc.stdout
+        assert log.read_text().startswith(f"python {method}.py --env-id {ENV}")
+    assert "1 of 4 runs failed" in proc.stdout
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--env-ids", "NoSuchEnv-v9"], "NoSuchEnv-v9 ppol: unknown env id 'NoSuchEnv-v9'"),
+    (["--extra=--no-such-flag 3"], "ppol.py refuses --no-such-flag 3: Unrecognized options: --no-such-flag, 3"),
+    (["--extra=--total-timesteps 0"], "--total-timesteps must be a positive integer, got 0"),
+    (["--extra=--eps '0.1"], "is not a valid shell-quoted string (No closing quotation)"),
+    (["--results-dir", "FILE"], "is a file, not a folder"),
+])
+def test_sweep_checks_the_grid_before_it_makes_anything(flags, needle, tmp_path):
+    results = tmp_path / "results"
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    flags = [str(a_file) if f == "FILE" else f for f in flags]
+    argv = ["--methods", "ppol", "--env-ids", ENV, "--seeds", "1", "--results-dir", str(results), *flags]
+    proc = launch.run([sys.executable, os.path.join(ROOT, "tools", "sweep.py"), *argv], timeout=300, cwd=ROOT)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sweep.py: error: ") and needle in lines[0], proc.stderr
+    assert not results.exists()
 
 
 def sharp_checkpoint(path, env_id="SafetyBallCircle-v0"):
@@ -303,22 +336,24 @@ def test_time_to_target_finds_the_first_evaluation_meeting_reward_and_cost(tmp_p
 
 
 def test_ray_backend_gives_the_local_pools_results_and_reports_a_failure(tmp_path):
-    """A 2-run grid on a local Ray instance: ppol refuses cvpo's flags and fails, the cvpo run finishes with the
-    evaluation the local pool gives for the same run here, its files back in the results tree."""
+    """A 2-run grid on a local Ray instance: the cvpo_random run's state is unreadable and it fails, the cvpo run
+    finishes with the evaluation the local pool gives for the same run here, its files back in the results tree."""
     from test_device import COMMON, FLAGS
-    flags = " ".join(a for a in COMMON + FLAGS["cvpo"] if a != "SafetyBallCircle-v0" and a != "--env-id")
     ball = "SafetyBallCircle-v0"
+    flags = " ".join(a for a in COMMON + FLAGS["cvpo"] if a != ball and a != "--env-id")
     grids, stdout = {}, {}
-    for backend, extra in (("ray", ["--methods", "cvpo", "ppol", "--ray-address", "local", "--workers", "2"]),
+    for backend, extra in (("ray", ["--methods", "cvpo", "cvpo_random", "--ray-address", "local", "--workers", "2"]),
                            ("pool", ["--methods", "cvpo", "--workers", "1"])):
         grids[backend] = tmp_path / backend
+        if backend == "ray":
+            unreadable_state(grids[backend], "cvpo_random", 1, ball)
         proc = launch.run([sys.executable, os.path.join(ROOT, "tools", "sweep.py"), *extra, "--env-ids", ball,
                            "--seeds", "1", "--results-dir", str(grids[backend]), f"--extra={flags}"], cwd=ROOT,
                           timeout=1200)
         assert proc.returncode == (1 if backend == "ray" else 0), proc.stdout + proc.stderr
         assert f"{ball} cvpo seed1: done" in proc.stdout
         stdout[backend] = proc.stdout
-    assert f"{ball} ppol seed1: FAILED (exit 2)" in stdout["ray"]
+    assert f"{ball} cvpo_random seed1: resumed, FAILED (exit 1)" in stdout["ray"]
     run_dir = grids["ray"] / ball / "cvpo" / "seed1"
     assert {"eval.json", "progress.csv", "model.pt", "train_state.pt", "train.log"} <= set(os.listdir(run_dir))
     assert_same_run(json.loads((run_dir / "eval.json").read_text())["results"],

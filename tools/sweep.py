@@ -197,17 +197,55 @@ def run_ray(jobs, args):
     ray.shutdown()
 
 
+def fail(message):
+    raise SystemExit(f"sweep.py: error: {message}")
+
+
+def check_run(method, env_id, seed, extra):
+    """The error a run of the grid would stop with at once (an unknown env id, a flag its script refuses, a bad
+    value), or None: the script's own argument checks, run here before any folder is made."""
+    import contextlib
+    import importlib
+    import io
+    script, flags, _ = METHODS[method]
+    module = importlib.import_module(script.removesuffix(".py"))
+    argv = ["--env-id", env_id, "--seed", str(seed), *flags, *extra]
+    messages = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(messages), contextlib.redirect_stdout(messages):
+            args, _ = module.parse_args(argv)
+            module.resolve_args(args)
+    except SystemExit as exc:
+        if isinstance(exc.code, str):  # the script's own one-line error
+            return exc.code
+        # tyro's framed message: a title, then the line that says what is wrong
+        text = [line.strip().strip("│").strip() for line in messages.getvalue().splitlines()]
+        text = [line for line in text if line and not set(line) <= set("-─╭╮╰╯ ")]
+        return f"{script} refuses {' '.join(shlex.quote(a) for a in extra)}: " + \
+            (text[1] if len(text) > 1 else f"see python {script} --help")
+    return None
+
+
 def main(args):
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
-        raise SystemExit(f"sweep.py: error: unknown method(s) {', '.join(unknown)}; "
-                         f"known: {', '.join(METHODS)}")
+        fail(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
     if args.workers < 1:
-        raise SystemExit(f"sweep.py: error: --workers must be >= 1, got {args.workers}")
+        fail(f"--workers must be >= 1, got {args.workers}")
     if args.gpus_per_run < 0 or args.retries < 0:
-        raise SystemExit(f"sweep.py: error: --gpus-per-run and --retries must be >= 0, got {args.gpus_per_run} and "
-                         f"{args.retries}")
-    extra = shlex.split(args.extra)
+        fail(f"--gpus-per-run and --retries must be >= 0, got {args.gpus_per_run} and {args.retries}")
+    if os.path.exists(args.results_dir) and not os.path.isdir(args.results_dir):
+        fail(f"--results-dir {args.results_dir!r} is a file, not a folder")
+    try:
+        extra = shlex.split(args.extra)
+    except ValueError as exc:
+        fail(f"--extra {args.extra!r} is not a valid shell-quoted string ({exc})")
+    sys.path.insert(0, ROOT)
+    for env_id in args.env_ids:
+        for method in args.methods:
+            error = check_run(method, env_id, args.seeds[0] if args.seeds else 1, extra)
+            if error:
+                fail(f"{env_id} {method}: {error.removeprefix(METHODS[method][0] + ': error: ')}")
     jobs = [(m, e, s, args.results_dir, extra) for e in args.env_ids for m in args.methods for s in args.seeds]
     failed = []
     if args.ray_address is None:
@@ -217,7 +255,7 @@ def main(args):
         outcomes = run_ray(jobs, args)
     for (method, env_id, seed, _, _), status, log in outcomes:
         print(f"{env_id} {method} seed{seed}: {status}" + (f", log {log}" if log else ""), flush=True)
-        if status.startswith("FAILED"):
+        if "FAILED" in status:
             failed.append(log)
     if failed:
         print(f"{len(failed)} of {len(jobs)} runs failed; logs: {', '.join(failed)}")
