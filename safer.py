@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -856,6 +857,20 @@ def weights_checksum(checkpoint):
     return digest.hexdigest()
 
 
+CHECKPOINTS = "checkpoints"  # model.pt of every evaluation, for the selected-iterate protocol (tools/select_iterate.py)
+
+
+def keep_checkpoint(run_dir, global_step):
+    """A copy of model.pt as checkpoints/step{N}.pt, so every evaluated iterate can be selected after training."""
+    folder = os.path.join(run_dir, CHECKPOINTS)
+
+    def copy(tmp):
+        os.makedirs(folder, exist_ok=True)
+        shutil.copyfile(os.path.join(run_dir, "model.pt"), tmp)
+
+    write_atomic(os.path.join(folder, f"step{global_step:010d}.pt"), copy)
+
+
 def better_than_best(natural, best, cost_limit):
     """FSRL's rule for the best checkpoint: a feasible policy (cost <= limit) beats an infeasible one, and between
     two feasible or two infeasible ones the higher return wins. natural and best are (return, cost) or None."""
@@ -1127,6 +1142,7 @@ def train(args, state=None):
                 if last or (args.eval_every and epoch % args.eval_every == 0):
                     save_checkpoint(os.path.join(run_dir, "model.pt"), actor, qr1, qr2, qc, args, obs_dim, act_dim,
                                     global_step)
+                    keep_checkpoint(run_dir, global_step)
                     attackers, episodes = ((None, None) if last
                                            else (args.eval_every_attackers, args.eval_every_episodes))
                     results = evaluate(actor, qr1, qr2, qc, args, attackers, episodes)

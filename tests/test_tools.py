@@ -414,3 +414,30 @@ def test_the_authors_langevin_mad_lands_on_random_corners_not_adversarial_ones()
     assert shift_stats(policy, obs, first, eps)["edge"] > 0.9 and theirs["edge"] > 0.9
     assert abs(theirs["sq_shift"] / random["sq_shift"] - 1) < 0.1  # what random signs give, within sampling
     assert ours["sq_shift"] > 2 * theirs["sq_shift"]
+
+
+def test_selected_iterate_is_the_authors_best_score_evaluated_again_on_fresh_episodes(tmp_path):
+    import csv
+    from test_device import COMMON, FLAGS
+    run_dir = tmp_path / "run"
+    flags = [*COMMON, *FLAGS["cvpo"], "--eval-every", "1", "--eval-attackers", "none", "mc", "mr"]
+    proc = launch.run([sys.executable, "cvpo.py", *flags, "--run-dir", str(run_dir)], cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    with open(run_dir / "evals.csv") as f:
+        rows = list(csv.DictReader(f))
+    steps = sorted({int(r["global_step"]) for r in rows})
+    assert sorted(os.listdir(run_dir / "checkpoints")) == [f"step{s:010d}.pt" for s in steps]
+    scores = {s: sum(float(r["return_mean"]) / 20 - float(r["cost_mean"]) for r in rows if int(r["global_step"]) == s)
+              for s in steps}
+    proc = launch.run([sys.executable, os.path.join(ROOT, "tools", "select_iterate.py"), "--run-dirs", str(run_dir),
+                       "--episodes", "3"], cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    selected = json.loads((run_dir / "selected.json").read_text())
+    assert selected["step"] == max(scores, key=scores.get) and selected["score"] == pytest.approx(max(scores.values()))
+    assert selected["eval_seed"] == 1001 and set(selected["results"]) == {"none", "mc", "mr"}
+    assert all(r["episodes"] == 3 for r in selected["results"].values())
+    (run_dir / "evals.csv").unlink()
+    proc = launch.run([sys.executable, os.path.join(ROOT, "tools", "select_iterate.py"), "--run-dirs", str(run_dir)],
+                      cwd=ROOT, timeout=600)
+    assert proc.returncode == 1 and proc.stderr.strip() == \
+        f"select_iterate.py: error: {str(run_dir)!r} has no evals.csv (train with --eval-every N)"
