@@ -252,12 +252,28 @@ class EpisodeEndRecorder(gym.Wrapper):
         return self.env.reset(**kwargs)
 
 
-# Table 4's rollout length where bullet-safety-gym 1.4.0 registers another time limit (docs/conventions.md)
-TIME_LIMITS = {"SafetyDroneRun-v0": 100}
+# the envs as the paper ran them, where bullet-safety-gym 1.4.0 differs: Table 4's rollout length, and the
+# simulator steps per action of the authors' copy (docs/conventions.md)
+PAPER_ENVS = {"SafetyDroneRun-v0": dict(max_episode_steps=100, frame_skip=4)}
+
+
+class FrameSkip(gym.Wrapper):
+    """Simulator steps of 1/120 s per action: the authors' copy steps the drone 4 per action, 1.4.0 only 2, so that
+    a 100-step episode would last half as long."""
+
+    def __init__(self, env, frame_skip):
+        super().__init__(env)
+        sim = env.unwrapped
+        sim.frame_skip, sim.dt = frame_skip, sim.time_step * frame_skip
+        sim.bc.setPhysicsEngineParameter(fixedTimeStep=sim.dt, numSubSteps=frame_skip)
 
 
 def make_env(env_id):
-    return lambda: EpisodeEndRecorder(gym.make(env_id, max_episode_steps=TIME_LIMITS.get(env_id)))
+    def thunk():
+        paper = PAPER_ENVS.get(env_id, {})
+        env = gym.make(env_id, max_episode_steps=paper.get("max_episode_steps"))
+        return EpisodeEndRecorder(FrameSkip(env, paper["frame_skip"]) if "frame_skip" in paper else env)
+    return thunk
 
 
 def step_costs(infos, num_envs):

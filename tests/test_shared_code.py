@@ -107,16 +107,20 @@ def test_update_critics_bootstraps_through_truncation_not_termination_with_the_t
     assert critics[2].weight.item() == pytest.approx(y_c.mean().item())
 
 
-def test_drone_run_episodes_last_table_4s_100_steps_and_other_envs_their_registered_limit():
+def test_drone_run_is_the_papers_100_steps_at_the_authors_frame_skip_and_other_envs_are_as_registered():
     # bullet-safety-gym redirects the C-level stdout while it builds an env, which pytest's capture breaks: a child
     code = """
-import gymnasium as gym, cvpo
+import gymnasium as gym, pybullet, cvpo
 env = cvpo.make_env("SafetyDroneRun-v0")()
 env.reset(seed=0)
 print([bool(env.step(env.action_space.sample())[3]) for _ in range(100)].index(True))
+params = env.unwrapped.bc.getPhysicsEngineParameters()
+print(params["numSubSteps"], round(params["fixedTimeStep"] * 120, 9))
 for env_id in ("SafetyBallCircle-v0", "SafetyCarCircle-v0", "SafetyAntRun-v0"):
-    print(cvpo.make_env(env_id)().spec.max_episode_steps == gym.spec(env_id).max_episode_steps)
+    made, registered = cvpo.make_env(env_id)(), gym.make(env_id)
+    print(made.spec.max_episode_steps == registered.spec.max_episode_steps
+          and made.unwrapped.frame_skip == registered.unwrapped.frame_skip)
 """
     proc = launch.run([sys.executable, "-c", code], cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split()[-4:] == ["99", "True", "True", "True"]
+    assert proc.stdout.split()[-6:] == ["99", "4", "4.0", "True", "True", "True"]
