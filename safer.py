@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
+from PIL import Image, ImageDraw, ImageFont
 from torch.utils.tensorboard import SummaryWriter
 
 from attacks import ATTACKERS, critic_attack, gaussian_kl, perturb
@@ -179,6 +180,17 @@ class Args:
     eval_seed: Optional[int] = None
     """seed of the evaluation episodes' initial states (default: --seed, or the checkpoint's training seed with
     --eval-checkpoint, which repeats the run's own evaluation); another value draws fresh episodes"""
+    capture_video: bool = False
+    """film the first --video-episodes episodes per attacker of the final evaluation (or of --eval-checkpoint) to
+    videos/<attacker>/episode<i>.mp4 in the run directory (beside --eval-output), rendered headless"""
+    video_episodes: int = 2
+    """episodes per attacker that --capture-video films"""
+    track: bool = False
+    """track the run with Weights & Biases: the TensorBoard scalars, the arguments and the videos"""
+    wandb_project_name: str = "safer-rl"
+    """W&B project of --track"""
+    wandb_entity: Optional[str] = None
+    """W&B entity (team) of --track"""
 
 
 def fail(message):
@@ -200,6 +212,8 @@ def check_values(args):
     if not str(gym.spec(args.env_id).entry_point).startswith("bullet_safety_gym"):
         fail(f"--env-id {args.env_id}: not a bullet-safety-gym env, so its steps carry no cost signal "
              f"(info['cost']); use a Safety* env id")
+    if not 1 <= args.video_episodes <= 20:
+        fail(f"--video-episodes must be in [1, 20] (the first batch of evaluation envs), got {args.video_episodes}")
     for field in fields(args):
         flag, value = f"--{field.name.replace('_', '-')}", getattr(args, field.name)
         if isinstance(value, float) and not math.isfinite(value):
@@ -619,9 +633,75 @@ def robust_m_step(actor, target_actor, actor_opt, obs, obs_adv, particles, weigh
     return kls
 
 
-def evaluate(actor, qr1, qr2, qc, args, attackers=None, episodes=None):
+def aim_camera(sim):
+    """Top-down over the circle and its two boundary lines on the Circle tasks; elsewhere the env's own camera."""
+    if type(sim.task).__name__ == "CircleTask":
+        camera = sim.world.camera
+        camera.cam_base_pos, camera.cam_dist, camera.cam_yaw, camera.cam_pitch = (0, 0, 0), 15.0, 0, -89.9
+
+
+class EpisodeVideos:
+    """--capture-video: frames of the first `count` envs' episodes, each with the step, return and cost so far
+    drawn on it. bullet-safety-gym 1.4.0 renders through its own render(mode="rgb_array"), older than gymnasium's
+    render_mode; rendering reads the simulator and leaves it as it was."""
+
+    def __init__(self, envs, count):
+        self.envs, self.frames = envs, [[] for _ in range(min(count, len(envs.envs)))]
+        self.font = ImageFont.load_default(size=20)
+        for env in envs.envs[:len(self.frames)]:
+            aim_camera(env.unwrapped)
+
+    def capture(self, done, ep_ret, ep_cost):
+        for i, frames in enumerate(self.frames):
+            if not done[i]:
+                frame = Image.fromarray(self.envs.envs[i].unwrapped.render(mode="rgb_array").astype(np.uint8))
+                caption = f"step {len(frames)}  reward {ep_ret[i]:.0f}  cost {ep_cost[i]:.0f}"
+                ImageDraw.Draw(frame).text((10, 8), caption, font=self.font, fill=(255, 255, 255), stroke_width=2,
+                                           stroke_fill=(0, 0, 0))
+                frames.append(np.asarray(frame))
+
+    def save(self, folder):
+        """Write episode<i>.mp4 files into folder, each atomically."""
+        import imageio_ffmpeg
+        fps = round(1 / self.envs.envs[0].unwrapped.dt)
+        for i, frames in enumerate(self.frames):
+            def write(tmp):
+                os.makedirs(folder, exist_ok=True)
+                height, width = frames[0].shape[:2]
+                writer = imageio_ffmpeg.write_frames(tmp, (width, height), fps=fps, macro_block_size=8,
+                                                     output_params=["-f", "mp4"])
+                writer.send(None)
+                for frame in frames:
+                    writer.send(np.ascontiguousarray(frame))
+                writer.close()
+            write_atomic(os.path.join(folder, f"episode{i}.mp4"), write)
+
+
+def start_tracking(args, run_dir):
+    """--track, CleanRL's way: a W&B run that syncs the TensorBoard scalars and holds the arguments; a resumed run
+    continues the same W&B run. Call before the SummaryWriter is made."""
+    try:
+        import wandb
+    except ImportError:
+        fail("--track needs Weights & Biases: pip install wandb")
+    run_id = hashlib.sha256(os.path.abspath(run_dir).encode()).hexdigest()[:16]
+    return wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args), dir=run_dir,
+                      name=os.path.basename(os.path.normpath(run_dir)), id=run_id, resume="allow",
+                      sync_tensorboard=True)
+
+
+def track_videos(tracker, video_dir):
+    """Hand the videos of video_dir/<attacker>/ to the W&B run, one panel per attacker."""
+    import wandb
+    tracker.log({f"videos/{attacker}": [wandb.Video(os.path.join(video_dir, attacker, name), format="mp4")
+                                        for name in sorted(os.listdir(os.path.join(video_dir, attacker)))]
+                 for attacker in sorted(os.listdir(video_dir))})
+
+
+def evaluate(actor, qr1, qr2, qc, args, attackers=None, episodes=None, video_dir=None):
     """Deterministic policy under each attacker, batched across envs; one episode per env, <= 20 envs at once.
-    attackers and episodes (per attacker) default to --eval-attackers and --eval-episodes."""
+    attackers and episodes (per attacker) default to --eval-attackers and --eval-episodes; with video_dir, the first
+    --video-episodes episodes per attacker are filmed into video_dir/<attacker>/episode<i>.mp4."""
     episodes = episodes or args.eval_episodes
     policy = actor  # (mean, std); the deterministic action is the mean
     qr_fn = lambda s, a: torch.min(qr1(s, a), qr2(s, a))  # noqa: E731
@@ -646,7 +726,9 @@ def evaluate(actor, qr1, qr2, qc, args, attackers=None, episodes=None):
             obs, _ = envs.reset(seed=[batch_seed + i for i in range(n_envs)])
             ep_ret, ep_cost = np.zeros(n_envs), np.zeros(n_envs)
             done = np.zeros(n_envs, bool)
+            videos = EpisodeVideos(envs, args.video_episodes if video_dir and first == 0 else 0)
             while not done.all():
+                videos.capture(done, ep_ret, ep_cost)
                 obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
                 obs_adv = perturb(attacker, obs_t, args.eps, policy, qr_fn, qc, args.attack_steps, args.attack_lr,
                                   generator)
@@ -660,6 +742,8 @@ def evaluate(actor, qr1, qr2, qc, args, attackers=None, episodes=None):
             keep = min(n_envs, episodes - first)
             returns += ep_ret[:keep].tolist()
             costs += ep_cost[:keep].tolist()
+            if videos.frames:
+                videos.save(os.path.join(video_dir, attacker))
         results[attacker] = dict(return_mean=float(np.mean(returns)), return_std=float(np.std(returns)),
                                  cost_mean=float(np.mean(costs)), cost_std=float(np.std(costs)),
                                  episodes=len(returns), eps=args.eps if attacker != "none" else 0.0,
@@ -962,7 +1046,8 @@ def eval_checkpoint(args):
     out = args.eval_output or os.path.join(os.path.dirname(os.path.abspath(args.eval_checkpoint)),
                                            "eval_checkpoint.json")
     writable_file(out, "--eval-output")
-    results = evaluate(actor, qr1, qr2, qc, args)
+    video_dir = os.path.join(os.path.dirname(os.path.abspath(out)), "videos") if args.capture_video else None
+    results = evaluate(actor, qr1, qr2, qc, args, video_dir=video_dir)
     record = eval_record(args, results, global_step)
     write_json(out, record)
     for attacker, r in results.items():
@@ -1057,6 +1142,7 @@ def train(args, state=None):
 
     make_run_dir(run_dir)
     state_path = os.path.join(run_dir, STATE_FILE)
+    tracker = start_tracking(args, run_dir) if args.track else None
     writer = SummaryWriter(run_dir, purge_step=None if state is None else global_step + 1)
     if not resuming:
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in
@@ -1161,7 +1247,10 @@ def train(args, state=None):
                     keep_checkpoint(run_dir, global_step)
                     attackers, episodes = ((None, None) if last
                                            else (args.eval_every_attackers, args.eval_every_episodes))
-                    results = evaluate(actor, qr1, qr2, qc, args, attackers, episodes)
+                    video_dir = os.path.join(run_dir, "videos") if last and args.capture_video else None
+                    results = evaluate(actor, qr1, qr2, qc, args, attackers, episodes, video_dir)
+                    if video_dir and tracker:
+                        track_videos(tracker, video_dir)
                     for attacker, r in results.items():
                         writer.add_scalar(f"eval/{attacker}/return", r["return_mean"], global_step)
                         writer.add_scalar(f"eval/{attacker}/cost", r["cost_mean"], global_step)
@@ -1197,6 +1286,8 @@ def train(args, state=None):
         sys.exit(1)
     envs.close()
     writer.close()
+    if tracker:
+        tracker.finish()
     print(f"run directory: {run_dir}")
 
 
