@@ -99,8 +99,8 @@ def test_report_removes_figures_whose_runs_are_gone(tmp_path):
     stale.write_bytes(b"made from runs since moved to experiments/")
     report.main(report.Args(results_dir=str(results)))
     assert not stale.exists()
-    assert (results / ENV / "figure2.png").exists() and (results / ENV / "curves_off_policy.png").exists()
-    assert not (results / ENV / "curves_on_policy.png").exists()
+    assert (results / ENV / "figure2.png").exists()
+    assert not (results / ENV / "evals_on_policy.png").exists()  # no on-policy run
 
 
 def test_report_skips_a_run_still_training(tmp_path):

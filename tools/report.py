@@ -2,10 +2,9 @@
 
     python tools/report.py [--results-dir results] [--robustness] [--readme]
 
-Writes <results-dir>/table5.md, <results-dir>/<env-id>/figure2.png, curves_{off,on}_policy.png (training
-return and cost against env steps) and evals_{off,on}_policy.png (the deterministic policy's evaluations of
-evals.csv, natural and under MC, against env steps), with --robustness (re-evaluates every saved
-model.pt under MC at eps from 0 to 2x the env's eps, cached per run in robustness.json)
+Writes <results-dir>/table5.md, <results-dir>/<env-id>/figure2.png and evals_{off,on}_policy.png (the
+deterministic policy's evaluations of evals.csv, natural and under MC, against env steps), with --robustness
+(re-evaluates every saved model.pt under MC at eps from 0 to 2x the env's eps, cached per run in robustness.json)
 <results-dir>/<env-id>/robustness.png, and with --readme the results tables of README.md.
 """
 
@@ -331,37 +330,6 @@ def progress(run_dir):
     return data["cumulative_cost"], np.maximum.accumulate(ret)
 
 
-def learning_curves(results_dir, env_id, methods, path):
-    """Training episodic return and cost against env steps per method: the mean over seeds and, shaded, the range
-    between the seeds. False if no method has a finished run."""
-    fig, (ax_return, ax_cost) = plt.subplots(1, 2, figsize=(11, 4))
-    drawn = False
-    for method in methods:
-        runs = [np.atleast_1d(np.genfromtxt(os.path.join(d, "progress.csv"), delimiter=",", names=True))
-                for d in seed_dirs(results_dir, env_id, method) if os.path.exists(os.path.join(d, "progress.csv"))]
-        if not runs:
-            continue
-        epochs = min(len(run) for run in runs)
-        steps = runs[0]["global_step"][:epochs]
-        for ax, key in ((ax_return, "episodic_return"), (ax_cost, "episodic_cost")):
-            values = np.stack([run[key][:epochs] for run in runs])
-            ax.plot(steps, np.nanmean(values, 0), **style(method))
-            ax.fill_between(steps, np.nanmin(values, 0), np.nanmax(values, 0), color=COLORS[method], alpha=0.12)
-        drawn = True
-    if drawn:
-        ax_cost.axhline(COST_LIMIT, color="grey", linestyle=":", linewidth=1, label="cost limit")
-        for ax, name in ((ax_return, "episodic return"), (ax_cost, "episodic cost")):
-            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
-            ax.set_xlabel("env steps")
-            ax.set_ylabel(f"training {name}")
-        ax_cost.legend(fontsize=7)
-        fig.suptitle(f"{env_id}: training episodes (mean over seeds, range shaded)")
-        fig.tight_layout()
-        save_figure(fig, path, 100)
-    plt.close(fig)
-    return drawn
-
-
 def figure2(results_dir, env_id, path):
     """Max episodic reward so far against cumulative training cost (log x), mean over seeds, per method. False if
     no method has a finished run."""
@@ -466,8 +434,6 @@ def main(args):
         figures = [("figure2.png", lambda path: figure2(args.results_dir, env_id, path))]
         for family, methods in (("off_policy", [m for m in METHOD_ORDER if m not in ON_POLICY]),
                                 ("on_policy", [m for m in METHOD_ORDER if m in ON_POLICY])):
-            figures.append((f"curves_{family}.png",
-                            lambda path, methods=methods: learning_curves(args.results_dir, env_id, methods, path)))
             figures.append((f"evals_{family}.png",
                             lambda path, methods=methods: evaluation_curves(args.results_dir, env_id, methods, path)))
         if args.robustness:
