@@ -42,8 +42,9 @@ class Args:
     """wall time of both runs"""
     env_id: str = "SafetyCarCircle-v0"
     """bullet-safety-gym env id"""
-    seed: int = 1
-    """seed of both runs"""
+    seeds: tuple[int, ...] = (1,)
+    """seeds: for each, the two runs side by side (one pair after the other); the summary gives the median and range
+    over the seeds"""
     cost_limit: float = 5.0
     """episodic cost limit of both runs, and of the quality targets"""
     targets: tuple[float, ...] = (200.0, 250.0)
@@ -69,17 +70,17 @@ OUR_EVAL = re.compile(r"^eval none\s+return\s+(-?[\d.]+) \+- [\d.]+\s+cost\s+(-?
 FSRL_NUMBER = r"(-?[\d.]+(?:e[-+]?\d+)?)"
 
 
-def our_command(script, args, run_dir, extra=None):
-    return [sys.executable, os.path.join(ROOT, script), "--env-id", args.env_id, "--seed", str(args.seed),
+def our_command(script, args, seed, run_dir, extra=None):
+    return [sys.executable, os.path.join(ROOT, script), "--env-id", args.env_id, "--seed", str(seed),
             "--cost-limit", str(args.cost_limit), "--total-timesteps", "100000000", "--eval-every", "1",
             "--eval-every-attackers", "none", "--eval-every-episodes", "2", "--run-dir", run_dir,
             *(args.extra if extra is None else extra).split()]
 
 
-def fsrl_command(args, log_dir):
+def fsrl_command(args, seed, log_dir):
     script = os.path.join(args.fsrl, "examples", "mlp", "train_cvpo_agent.py")
     return [args.fsrl_python, script, "--task", args.env_id, "--cost_limit", str(args.cost_limit), "--seed",
-            str(args.seed), "--training_num", "2", "--thread", "1", "--logdir", log_dir, "--verbose", "True"]
+            str(seed), "--training_num", "2", "--thread", "1", "--logdir", log_dir, "--verbose", "True"]
 
 
 class Run:
@@ -149,6 +150,33 @@ def first_time(points, target, cost_limit):
     return None
 
 
+def metrics(points, args):
+    """env steps/s over the run, and per target the first (minutes, env steps) at it with cost <= the limit."""
+    out = dict(sps=(points[-1]["env_steps"] if points else 0) / (args.minutes * 60))
+    for target in args.targets:
+        hit = first_time(points, target, args.cost_limit)
+        out[target] = (hit["minutes"], hit["env_steps"]) if hit else None
+    return out
+
+
+def across_seeds(name, per_seed, args):
+    """Median and range over the seeds of a run's speed and time to each target (a seed that never reached a
+    target counts as later than any that did: the median is 'not reached' if half the seeds or more missed)."""
+    n = len(per_seed)
+    sps = [m["sps"] for m in per_seed]
+    lines = [f"{name} over {n} seed(s): env steps/s median {np.median(sps):.0f} (range {min(sps):.0f}-{max(sps):.0f})"]
+    for target in args.targets:
+        hits = sorted((m[target] for m in per_seed if m[target]), key=lambda h: h[0])
+        minutes = [h[0] for h in hits] + [np.inf] * (n - len(hits))
+        steps = sorted(h[1] for h in hits) + [np.inf] * (n - len(hits))
+        median_min, median_steps = np.median(minutes), np.median(steps)
+        lines.append(f"  first {target:g} with cost <= {args.cost_limit:g}: reached by {len(hits)} of {n}; median " +
+                     (f"{median_min:.1f} min, {median_steps:,.0f} env steps" if np.isfinite(median_min)
+                      else "not reached") +
+                     (f" (range {hits[0][0]:.1f}-{hits[-1][0]:.1f} min)" if hits else ""))
+    return "\n".join(lines)
+
+
 def summary(run, args):
     points = run.points
     lines = [f"{run.name}: {len(points)} evaluations, {points[-1]['env_steps'] if points else 0:,} env steps "
@@ -183,7 +211,7 @@ def plot(runs, path, args):
     axes[0, 0].set_ylabel("deterministic evaluation reward")
     axes[1, 0].set_ylabel("evaluation cost")
     axes[0, 0].legend()
-    fig.suptitle(f"{args.env_id}, seed {args.seed}, side by side for {args.minutes:g} minutes")
+    fig.suptitle(f"{args.env_id}, seed {run.seed}, side by side for {args.minutes:g} minutes")
     fig.tight_layout()
     fig.savefig(path + ".tmp.png", dpi=100)
     os.replace(path + ".tmp.png", path)
@@ -200,25 +228,46 @@ def main(args):
     if args.pair == "cvpo-fsrl" and not os.path.isfile(os.path.join(args.fsrl, "examples", "mlp",
                                                                     "train_cvpo_agent.py")):
         fail(f"--fsrl {args.fsrl!r}: no examples/mlp/train_cvpo_agent.py there (an FSRL checkout is needed)")
+    if not args.seeds:
+        fail("--seeds needs at least one seed")
     # absolute: each run's working directory is the output folder
     default_out = os.path.join(ROOT, "runs", f"time_to_quality_{args.pair}_{int(time.time())}")
     out = os.path.abspath(args.output_dir or default_out)
+    per_seed, points = {}, {}
+    for seed in args.seeds:
+        runs = run_pair(args, seed, os.path.join(out, f"seed{seed}"))
+        print("\n".join(summary(run, args) for run in runs), flush=True)
+        for run in runs:
+            per_seed.setdefault(run.name, []).append(metrics(run.points, args))
+            points.setdefault(run.name, {})[seed] = run.points
+    with open(os.path.join(out, "points.json.tmp"), "w") as f:
+        json.dump(points, f, indent=1)
+    os.replace(os.path.join(out, "points.json.tmp"), os.path.join(out, "points.json"))
+    print("\n".join(across_seeds(name, metrics_, args) for name, metrics_ in per_seed.items()))
+    print(f"wrote {out}/points.json and seed*/curves.png")
+
+
+def run_pair(args, seed, out):
+    """The pair of runs side by side for --minutes, from seed `seed`, in out/; returns the finished runs."""
     os.makedirs(out, exist_ok=True)
     start = time.time()
     if args.pair == "cvpo-fsrl":
-        runs = [OurRun("cvpo.py", our_command("cvpo.py", args, os.path.join(out, "cvpo")),
+        runs = [OurRun("cvpo.py", our_command("cvpo.py", args, seed, os.path.join(out, "cvpo")),
                        os.path.join(out, "cvpo.log"), start),
-                FsrlRun("FSRL CVPO", fsrl_command(args, tempfile.mkdtemp(dir=out)), os.path.join(out, "fsrl.log"),
-                        start)]
+                FsrlRun("FSRL CVPO", fsrl_command(args, seed, tempfile.mkdtemp(dir=out)),
+                        os.path.join(out, "fsrl.log"), start)]
     elif args.pair == "safer-cvpo":
-        runs = [OurRun(name, our_command(name, args, os.path.join(out, name.removesuffix(".py"))),
+        runs = [OurRun(name, our_command(name, args, seed, os.path.join(out, name.removesuffix(".py"))),
                        os.path.join(out, name.replace(".py", ".log")), start) for name in ("safer.py", "cvpo.py")]
     else:
         runs = [OurRun(f"cvpo.py {args.extra.strip()}".strip(),
-                       our_command("cvpo.py", args, os.path.join(out, "cvpo")), os.path.join(out, "cvpo.log"), start),
+                       our_command("cvpo.py", args, seed, os.path.join(out, "cvpo")), os.path.join(out, "cvpo.log"),
+                       start),
                 OurRun(f"cvpo.py {args.extra_second.strip()}",
-                       our_command("cvpo.py", args, os.path.join(out, "cvpo_second"), args.extra_second),
+                       our_command("cvpo.py", args, seed, os.path.join(out, "cvpo_second"), args.extra_second),
                        os.path.join(out, "cvpo_second.log"), start)]
+    for run in runs:
+        run.seed = seed
     try:
         while time.time() - start < args.minutes * 60 and any(r.proc.poll() is None for r in runs):
             time.sleep(5)
@@ -228,12 +277,8 @@ def main(args):
     for run in runs:
         if not run.points:
             print(f"warning: no evaluation parsed from {run.name}; see {run.log.name}", file=sys.stderr)
-    with open(os.path.join(out, "points.json.tmp"), "w") as f:
-        json.dump({run.name: run.points for run in runs}, f, indent=1)
-    os.replace(os.path.join(out, "points.json.tmp"), os.path.join(out, "points.json"))
     plot(runs, os.path.join(out, "curves.png"), args)
-    print("\n".join(summary(run, args) for run in runs))
-    print(f"wrote {out}/points.json and curves.png")
+    return runs
 
 
 if __name__ == "__main__":

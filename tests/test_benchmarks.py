@@ -72,3 +72,17 @@ def test_speed_refuses_a_checkpoint_it_cannot_attack(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit, match="is not a readable torch checkpoint"):
         speed.read_checkpoint("SafetyBallCircle-v0", str(tmp_path / "junk.pt"))
+
+
+def test_across_seeds_gives_medians_and_counts_a_missed_target_as_later_than_any_hit():
+    args = ttq.Args(minutes=20.0, targets=(200.0, 250.0))
+    per_seed = [{"sps": 100.0, 200.0: (10.0, 60_000), 250.0: (15.0, 90_000)},
+                {"sps": 120.0, 200.0: (12.0, 80_000), 250.0: None},
+                {"sps": 110.0, 200.0: (8.0, 50_000), 250.0: None}]
+    text = ttq.across_seeds("cvpo.py", per_seed, args)
+    assert "env steps/s median 110 (range 100-120)" in text
+    assert ("first 200 with cost <= 5: reached by 3 of 3; median 10.0 min, 60,000 env steps (range 8.0-12.0 min)"
+            in text)
+    assert "first 250 with cost <= 5: reached by 1 of 3; median not reached (range 15.0-15.0 min)" in text
+    points = [dict(minutes=1.0, env_steps=3000, reward=210.0, cost=0.0)]
+    assert ttq.metrics(points, args) == {"sps": 3000 / 1200, 200.0: (1.0, 3000), 250.0: None}
