@@ -152,6 +152,9 @@ class Args:
     """Table 8 ablation: drop the adversarial KL term of eq. (62)"""
     no_adv_mle: bool = False
     """Table 8 ablation: drop the maximum likelihood on attacked states of eq. (62)"""
+    adv_kl_duals: Literal["joint", "split"] = "joint"
+    """multipliers of the adversarial KL (8): one for the sum of its mean and std parts, or one per part, each part
+    bounded by xi_adv (the vanilla M-step's pair is split the same way)"""
     std_fit: Literal["sampled", "executed"] = "sampled"
     """particles the M-step's std terms fit: as sampled, or clamped to the action box as the env executes them
     (beyond the box every particle ties at the bound's Q value, so the E-step cannot weigh the tail it keeps)"""
@@ -574,8 +577,8 @@ def fit_log_lik(mean, std, ref_mean, ref_std, mean_target, std_target):
 
 
 def robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, mean_target, std_target, duals, args):
-    """The three terms of eq. (62) as losses to minimise, and the KLs; duals = [beta_mean, beta_std, beta_adv];
-    mean_target and std_target: the particle moments (m1, var) the mean and the std are fitted to."""
+    """The three terms of eq. (62) as losses to minimise, and the KLs; duals = [beta_mean, beta_std, beta_adv,
+    beta_adv_std]; mean_target and std_target: the particle moments (m1, var) the mean and the std are fitted to."""
     mean, std = actor(obs)
     mean_adv, std_adv = actor(obs_adv)
     # vanilla M-step (7), decoupled: mean moves with the old std, std with the old mean
@@ -585,13 +588,16 @@ def robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, mean_target, std
     # writes pi_theta_i(s); anchoring there measured no better, docs/experiments.md); decoupled like the vanilla
     # KL: in the joint KL a larger std at nu(s) shrinks the mean-shift term, so the multiplier would buy robustness
     # by inflating the std everywhere (measured: std at its clamp, no reward learned)
-    kl_adv = sum(decoupled_kl(mean.detach(), std.detach(), mean_adv, std_adv))
+    kl_adv_mean, kl_adv_std = decoupled_kl(mean.detach(), std.detach(), mean_adv, std_adv)
+    kl_adv = kl_adv_mean + kl_adv_std
     terms = {
         "vanilla": -(log_lik + duals[0] * (args.mstep_kl - kl_mean) + duals[1] * (args.mstep_kl_std - kl_std)),
         "adv_mle": -fit_log_lik(mean_adv, std_adv, old_mean, old_std, mean_target, std_target),
-        "adv_kl": duals[2] * (kl_adv - args.xi_adv),
+        "adv_kl": (duals[2] * (kl_adv_mean - args.xi_adv) + duals[3] * (kl_adv_std - args.xi_adv)
+                   if args.adv_kl_duals == "split" else duals[2] * (kl_adv - args.xi_adv)),
     }
     return terms, dict(log_lik=log_lik.item(), kl_mean=kl_mean.item(), kl_std=kl_std.item(), kl_adv=kl_adv.item(),
+                       kl_adv_mean=kl_adv_mean.item(), kl_adv_std=kl_adv_std.item(),
                         std=std.mean().item())
 
 
@@ -609,7 +615,8 @@ def dual_step(beta, bound, kl, args, dual_max=None):
 
 
 def robust_m_step(actor, target_actor, actor_opt, obs, obs_adv, particles, weights, duals, args):
-    """Robust M-step (62) by gradient descent-ascent; duals = [beta_mean, beta_std, beta_adv], updated in place."""
+    """Robust M-step (62) by gradient descent-ascent; duals = [beta_mean, beta_std, beta_adv, beta_adv_std] (the
+    last with --adv-kl-duals split), updated in place."""
     with torch.no_grad():
         old_mean, old_std = target_actor(obs)
         mean_target = particle_moments(particles, weights)
@@ -624,7 +631,11 @@ def robust_m_step(actor, target_actor, actor_opt, obs, obs_adv, particles, weigh
             duals[0] = dual_step(duals[0], args.mstep_kl, kls["kl_mean"], args)
             duals[1] = dual_step(duals[1], args.mstep_kl_std, kls["kl_std"], args)
         if "adv_kl" in active:
-            duals[2] = dual_step(duals[2], args.xi_adv, kls["kl_adv"], args, args.adv_dual_max)
+            if args.adv_kl_duals == "split":
+                duals[2] = dual_step(duals[2], args.xi_adv, kls["kl_adv_mean"], args, args.adv_dual_max)
+                duals[3] = dual_step(duals[3], args.xi_adv, kls["kl_adv_std"], args, args.adv_dual_max)
+            else:
+                duals[2] = dual_step(duals[2], args.xi_adv, kls["kl_adv"], args, args.adv_dual_max)
         loss = sum(terms[name] for name in active)
         actor_opt.zero_grad()
         loss.backward()
@@ -1105,7 +1116,7 @@ def train(args, state=None):
     dual_x = np.array([1.0, 1.0])  # E-step (eta, lam), warm start
     adam_dual = (AdamDual(dual_x, args.estep_dual_lr, args.estep_kl, qc_threshold, args.lam_max)
                  if args.estep_solver == "adam" else None)
-    m_duals = [1.0, 1.0, 1.0]  # robust M-step multipliers (beta_mean, beta_std, beta_adv)
+    m_duals = [1.0, 1.0, 1.0, 1.0]  # robust M-step multipliers (beta_mean, beta_std, beta_adv, beta_adv_std)
     eps_t = 0.0
     ep_ret, ep_cost = np.zeros(args.num_envs), np.zeros(args.num_envs)
     epoch_returns, epoch_costs = [], []
@@ -1121,7 +1132,7 @@ def train(args, state=None):
         critic_opt.load_state_dict(state["optimizers"]["critic"])
         buffer.load_state_dict(state["buffer"])
         progress_rows, eval_rows, best = state["progress_rows"], state["eval_rows"], state["best"]
-        dual_x, m_duals = np.array(state["dual_x"]), list(state["m_duals"])
+        dual_x, m_duals = np.array(state["dual_x"]), list(state["m_duals"]) + [1.0] * (4 - len(state["m_duals"]))
         if adam_dual is not None:
             adam_dual.load_state_dict(state["adam_dual"])
         cumulative_cost, pending_updates = state["cumulative_cost"], state["pending_updates"]
@@ -1209,7 +1220,7 @@ def train(args, state=None):
                     record(stats, {f"losses/{key}": value for key, value in kls.items()})
                     record(stats, {"losses/qr": loss_qr, "losses/qc": loss_qc, "losses/eta": eta, "losses/lam": lam,
                                    "losses/beta_mean": m_duals[0], "losses/beta_std": m_duals[1],
-                                   "losses/beta_adv": m_duals[2]})
+                                   "losses/beta_adv": m_duals[2], "losses/beta_adv_std": m_duals[3]})
 
             if global_step - epoch_start_step >= epoch_steps or global_step >= end_step:
                 epoch += 1

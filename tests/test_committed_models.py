@@ -3,10 +3,10 @@ to its committed row, natural and under MC.
 
 On one machine the evaluation is deterministic, but another CPU rounds the physics and the networks in other last
 bits and an episode of several hundred steps amplifies them (measured under MKL_CBWR=COMPATIBLE: single returns of
-these two policies move by up to 7%, their 20-episode means by up to 0.7 standard errors). So the re-evaluation is compared as a second sample of
-the same policy's episodes: the means of the n = 20 episodes must agree within four standard errors of the
-difference of two means, 4 sqrt((s_a^2 + s_b^2) / n), which a correct re-evaluation exceeds with probability
-below 1e-4; a policy that no longer loads as it was trained misses by far more."""
+these two policies move by up to 7%, their 20-episode means by up to 0.7 standard errors). So the re-evaluation is
+compared as a second sample of the same policy's episodes: the means of the n = 20 episodes must agree within four
+standard errors of the difference of two means, 4 sqrt((s_a^2 + s_b^2) / n), which a correct re-evaluation exceeds
+with probability below 1e-4; a policy that no longer loads as it was trained misses by far more."""
 
 import json
 import math

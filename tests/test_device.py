@@ -51,7 +51,8 @@ def tiny_run(script, run_dir, *extra):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the default device is the GPU here")
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_cpu_device_gives_the_default_run(tmp_path, script):
-    assert_same_run(tiny_run(script, str(tmp_path / "cpu"), "--device", "cpu"), tiny_run(script, str(tmp_path / "auto")))
+    on_cpu = tiny_run(script, str(tmp_path / "cpu"), "--device", "cpu")
+    assert_same_run(on_cpu, tiny_run(script, str(tmp_path / "auto")))
 
 
 def test_same_run_comparison_finds_any_change_beyond_text_round_trips():

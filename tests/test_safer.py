@@ -258,3 +258,27 @@ def test_safer_without_its_adversarial_terms_trains_exactly_cvpo(tmp_path):
     # safer's tiny-run flags grow eps_t to eps after the first epoch, so the attack runs at full budget
     ablated = tiny_run("safer", str(tmp_path / "safer"), "--no-adv-kl", "--no-adv-mle")
     assert len(ablated["progress"]) == 3 and ablated == tiny_run("cvpo", str(tmp_path / "cvpo"))
+
+
+def test_split_adversarial_duals_bound_the_mean_and_std_parts_each():
+    """--adv-kl-duals split: beta_adv on the mean part and beta_adv_std on the std part of KL(pi(s) || pi(nu(s))),
+    each bounded by xi_adv and stepped by its own part; joint: one multiplier on their sum."""
+    args, actor, target_actor, obs, particles, weights = fixed_batch()
+    obs_adv = obs + 0.05 * torch.sign(torch.randn_like(obs))
+    with torch.no_grad():
+        old_mean, old_std = target_actor(obs)
+    moments = safer.particle_moments(particles, weights)
+    split = dataclasses.replace(args, adv_kl_duals="split")
+    duals = [0.0, 0.0, 2.0, 3.0]
+    terms, kls = safer.robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, moments, moments, duals, split)
+    assert kls["kl_adv"] == pytest.approx(kls["kl_adv_mean"] + kls["kl_adv_std"])
+    assert terms["adv_kl"].item() == pytest.approx(2.0 * (kls["kl_adv_mean"] - args.xi_adv)
+                                                   + 3.0 * (kls["kl_adv_std"] - args.xi_adv), rel=1e-5)
+    joint, _ = safer.robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, moments, moments, duals, args)
+    assert joint["adv_kl"].item() == pytest.approx(2.0 * (kls["kl_adv"] - args.xi_adv), rel=1e-5)
+    opt = torch.optim.SGD(actor.parameters(), lr=0.0)  # the multipliers' steps only
+    stepped = list(duals)
+    kls = safer.robust_m_step(actor, target_actor, opt, obs, obs_adv, particles, weights, stepped,
+                              dataclasses.replace(split, mstep_iters=1))
+    assert stepped[2] == safer.dual_step(2.0, args.xi_adv, kls["kl_adv_mean"], split, args.adv_dual_max)
+    assert stepped[3] == safer.dual_step(3.0, args.xi_adv, kls["kl_adv_std"], split, args.adv_dual_max)

@@ -9,7 +9,8 @@ then evaluates the chosen iterate again on --episodes fresh episodes per attacke
 selected.json in the run directory (atomically): the rule, every candidate's score, the chosen step and its fresh
 evaluation.
 
-    python tools/select_iterate.py --run-dirs results/SafetyCarCircle-v0/safer/seed1 results/SafetyCarCircle-v0/cvpo/seed1
+    python tools/select_iterate.py --run-dirs results/SafetyCarCircle-v0/safer/seed1 \
+        results/SafetyCarCircle-v0/cvpo/seed1
 """
 
 import csv
