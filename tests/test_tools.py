@@ -441,3 +441,34 @@ def test_selected_iterate_is_the_authors_best_score_evaluated_again_on_fresh_epi
                       cwd=ROOT, timeout=600)
     assert proc.returncode == 1 and proc.stderr.strip() == \
         f"select_iterate.py: error: {str(run_dir)!r} has no evals.csv (train with --eval-every N)"
+
+
+def test_branch_continues_a_runs_state_with_changed_arguments_and_refuses_bad_ones(tmp_path):
+    import torch
+    from test_device import COMMON, FLAGS
+    base, branch = tmp_path / "base", tmp_path / "branch"
+    proc = launch.run([sys.executable, "safer.py", *COMMON, *FLAGS["safer"], "--run-dir", str(base)], cwd=ROOT,
+                      timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    tool = [sys.executable, os.path.join(ROOT, "tools", "branch.py"), "--source", str(base)]
+    proc = launch.run([*tool, "--target", str(branch), "--set", "iteration_steps=0", "std_fit=executed",
+                       "eval_every_attackers=none mc"], cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    state = torch.load(branch / "train_state.pt", weights_only=True)
+    source = torch.load(base / "train_state.pt", weights_only=True)
+    assert (state["args"]["iteration_steps"], state["args"]["std_fit"]) == (0, "executed")
+    assert tuple(state["args"]["eval_every_attackers"]) == ("none", "mc")
+    assert state["global_step"] == source["global_step"] and state["epoch"] == source["epoch"]
+    resumed = launch.run([sys.executable, "safer.py", "--resume", str(branch), "--total-timesteps", "1000"], cwd=ROOT,
+                         timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((branch / "eval.json").read_text())["args"]["std_fit"] == "executed"
+    for flags, needle in ((["--target", str(branch)], "exists already"),
+                          (["--target", str(tmp_path / "x"), "--set", "seed=3"], "a branch keeps the source's seed"),
+                          (["--target", str(tmp_path / "x"), "--set", "std_fit=bad"], "not a valid value"),
+                          (["--target", str(tmp_path / "x"), "--set", "no_such=1"], "expected name=value")):
+        proc = launch.run([*tool, *flags], cwd=ROOT, timeout=300)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("branch.py: error: ") and needle in lines[0], proc.stderr
+    assert not (tmp_path / "x").exists()

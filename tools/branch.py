@@ -11,11 +11,12 @@ branch's progress.csv and evals.csv continue the source's rows.
     python safer.py --resume runs/it3000 --total-timesteps 705000
 """
 
+import contextlib
+import importlib
+import io
 import os
 import sys
 from dataclasses import dataclass, fields
-from typing import Optional
-
 import torch
 import tyro
 
@@ -34,18 +35,20 @@ class Args:
     target: str
     """new run directory of the branch (must not exist)"""
     set: tuple[str, ...] = ()
-    """changed arguments as name=value, with the script's field names (iteration_steps=3000)"""
+    """changed arguments as name=value, with the script's field names (iteration_steps=3000; several values
+    separated by spaces: "eval_every_attackers=none mc mr")"""
 
 
 def fail(message):
     raise SystemExit(f"branch.py: error: {message}")
 
 
-def parse_value(script, name, text):
-    """text as the script's command line would read it for field `name`."""
+def parse_value(script, name, text, several):
+    """text as the script's command line would read it for field `name` (several values: split at spaces)."""
+    argv = [f"--{name.replace('_', '-')}", *(text.split() if several else [text])]
     try:
-        return getattr(tyro.cli(script.Args, args=[f"--{name.replace('_', '-')}", text], config=script.CLI_CONFIG),
-                       name)
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            return getattr(tyro.cli(script.Args, args=argv, config=script.CLI_CONFIG), name)
     except SystemExit:
         fail(f"--set {name}={text}: not a valid value for {script.ALGO}.py's --{name.replace('_', '-')}")
 
@@ -67,7 +70,6 @@ def branch(args):
         fail(f"{path!r} is not a readable training state ({type(exc).__name__})")
     if not isinstance(state, dict) or state.get("algo") not in SCRIPTS or not state.get("epoch"):
         fail(f"{path!r} is not the state of a run of {', '.join(s + '.py' for s in SCRIPTS)} past its first epoch")
-    import importlib
     script = importlib.import_module(state["algo"])
     names = {field.name: field for field in fields(script.Args)}
     stored = dict(state["args"])
@@ -88,9 +90,9 @@ def branch(args):
                 fail(f"--set {item!r}: {name} is true or false")
             value = text == "true" and parse_flag(script, name)
         else:
-            value = parse_value(script, name, text)
+            value = parse_value(script, name, text, "tuple" in str(names[name].type))
         print(f"{name}: {stored[name]!r} -> {value!r}")
-        stored[name] = list(value) if isinstance(value, tuple) else value
+        stored[name] = value
     stored["run_dir"] = args.target
     state["args"] = stored
     os.makedirs(args.target)
