@@ -472,3 +472,20 @@ def test_branch_continues_a_runs_state_with_changed_arguments_and_refuses_bad_on
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("branch.py: error: ") and needle in lines[0], proc.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_report_puts_the_selected_iterates_below_the_final_ones(tmp_path):
+    results = tmp_path / "results"
+    for seed, (natural, mc) in ((1, ((300, 0), (280, 1))), (2, ((200, 2), (260, 3)))):
+        fabricate(results, "safer", seed, natural, mc, (320, 2))
+    run_dir = results / ENV / "safer" / "seed1"
+    chosen = {name: dict(return_mean=r, cost_mean=c) for name, (r, c) in (("none", (350, 0)), ("mc", (340, 1)),
+                                                                          ("mr", (360, 2)))}
+    (run_dir / "selected.json").write_text(json.dumps(dict(step=1000, results=chosen)))
+    final, selected = report.table(str(results)), report.table(str(results), "selected")
+    assert final[ENV]["safer"][2] == 2 and selected[ENV]["safer"][2] == 1  # only seed 1 has been selected
+    assert selected[ENV]["safer"][0][0].tolist() == [350, 0]
+    lines = report.readme_tables(final, selected).splitlines()
+    row = lines.index(next(line for line in lines if line.startswith("| SAFER |")))
+    assert lines[row + 1].startswith("| SAFER, selected | 1 | **350.0 +- 0.0 / 0.00 +- 0.00** |")
+    assert "| SAFER, selected | 1 | 350.0+-0.0 / 0.00+-0.00 |" in report.markdown(final, selected)

@@ -125,10 +125,16 @@ def seed_dirs(results_dir, env_id, method):
     return sorted(os.path.dirname(p) for p in glob.glob(pattern))
 
 
-def seed_values(run_dir):
-    """(reward, cost) per setting and their average over the settings, from one run's eval.json; None if a setting
-    is missing."""
-    results = json.load(open(os.path.join(run_dir, "eval.json")))["results"]
+PROTOCOLS = {"final": "eval.json", "selected": "selected.json"}  # the last iterate; tools/select_iterate.py's choice
+
+
+def seed_values(run_dir, protocol="final"):
+    """(reward, cost) per setting and their average over the settings, from one run's eval.json (final) or
+    selected.json (selected); None if the file or a setting is missing."""
+    path = os.path.join(run_dir, PROTOCOLS[protocol])
+    if not os.path.isfile(path):
+        return None
+    results = json.load(open(path))["results"]
     if any(s not in results for s in SETTINGS):
         return None
     values = [(results[s]["return_mean"], results[s]["cost_mean"]) for s in SETTINGS]
@@ -142,12 +148,14 @@ def env_ids(results_dir):
                   if os.path.isdir(d) and os.path.basename(d) != "experiments")
 
 
-def table(results_dir):
-    """Per env and method: mean and std over seeds of (reward, cost) for natural, MC, MR and their average."""
+def table(results_dir, protocol="final"):
+    """Per env and method: mean and std over seeds of (reward, cost) for natural, MC, MR and their average, of the
+    final iterates or of the selected ones (the seeds that have a selected.json)."""
     out = {}
     for env_id in env_ids(results_dir):
         for method in METHOD_ORDER:
-            runs = [v for v in (seed_values(d) for d in seed_dirs(results_dir, env_id, method)) if v is not None]
+            runs = [v for v in (seed_values(d, protocol) for d in seed_dirs(results_dir, env_id, method))
+                    if v is not None]
             if runs:
                 runs = np.stack(runs)
                 out.setdefault(env_id, {})[method] = (runs.mean(0), runs.std(0), len(runs))
@@ -190,9 +198,13 @@ def table7_lines(env_id, rows):
     return lines + [""]
 
 
-def markdown(stats):
+def markdown(stats, selected=None):
+    """Table 5 per env; below a method's row of final iterates, its row of selected iterates where it has one."""
+    selected = selected or {}
     lines = ["Mean +- std over seeds of each run's mean episodic reward / cost; paper (Table 5; Table 6 for "
-             "ADV-EM-CVPO; Table 8 for the SAFER ablations) in brackets.", ""]
+             "ADV-EM-CVPO; Table 8 for the SAFER ablations) in brackets. \"selected\": the iterate the authors' rule "
+             "picks from the evaluations during training, evaluated again on fresh episodes (tools/select_iterate.py).",
+             ""]
     header = "| method | seeds | natural | MC | MR | average |"
     for env_id, methods in stats.items():
         lines += [f"### {env_id}", "", header, "|---|---|---|---|---|---|"]
@@ -207,6 +219,11 @@ def markdown(stats):
                     cell += f" [{ref[0]:.1f} / {ref[1]:.2f}]"
                 cells.append(cell)
             lines.append(f"| {LABELS[method]} | {n} | " + " | ".join(cells) + " |")
+            if method in selected.get(env_id, {}):
+                mean_s, std_s, n_s = selected[env_id][method]
+                lines.append(f"| {LABELS[method]}, selected | {n_s} | " + " | ".join(
+                    f"{mean_s[i, 0]:.1f}+-{std_s[i, 0]:.1f} / {mean_s[i, 1]:.2f}+-{std_s[i, 1]:.2f}" for i in range(4))
+                    + " |")
         lines.append("")
         lines += [line for line in orderings(methods, paper)] + [""]
     return "\n".join(lines)
@@ -235,10 +252,11 @@ def orderings(methods, paper):
                   else "; the order differs."))
 
 
-def readme_tables(stats):
+def readme_tables(stats, selected=None):
     """One table per env: mean +- std over seeds of reward / cost per setting, the paper's figure in brackets, and
-    in bold the cells whose mean cost is within the limit."""
-    lines = []
+    in bold the cells whose mean cost is within the limit; a method's selected iterates in a row below its final
+    ones, where it has them."""
+    selected, lines = selected or {}, []
     for env_id, methods in stats.items():
         lines += [f"**{env_id}**", "", "| method | seeds | natural | MC | MR |", "|---|---|---|---|---|"]
         paper = PAPER_TABLES.get(env_id, {})
@@ -252,6 +270,12 @@ def readme_tables(stats):
                     cell += f" [{paper[method][2 * i]:.1f} / {paper[method][2 * i + 1]:.2f}]"
                 cells.append(cell)
             lines.append(f"| {LABELS[method]} | {n} | " + " | ".join(cells) + " |")
+            if method in selected.get(env_id, {}):
+                mean_s, std_s, n_s = selected[env_id][method]
+                cells = [f"{mean_s[i, 0]:.1f} +- {std_s[i, 0]:.1f} / {mean_s[i, 1]:.2f} +- {std_s[i, 1]:.2f}"
+                         for i in range(3)]
+                lines.append(f"| {LABELS[method]}, selected | {n_s} | " + " | ".join(
+                    f"**{c}**" if mean_s[i, 1] <= COST_LIMIT else c for i, c in enumerate(cells)) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -421,13 +445,14 @@ def main(args):
     if not os.path.isdir(args.results_dir):
         raise SystemExit(f"report.py: error: results directory {args.results_dir!r} does not exist")
     stats, xi_rows = table(args.results_dir), table7(args.results_dir)
+    selected = table(args.results_dir, "selected")
     out = os.path.join(args.results_dir, "table5.md")
     with open(out + ".tmp", "w") as f:
-        f.write(markdown(stats) + markdown_table7(xi_rows))
+        f.write(markdown(stats, selected) + markdown_table7(xi_rows))
     os.replace(out + ".tmp", out)
     print(f"wrote {out}")
     if args.readme:
-        write_readme_tables(readme_tables(stats) + markdown_table7(xi_rows), README)
+        write_readme_tables(readme_tables(stats, selected) + markdown_table7(xi_rows), README)
         print(f"wrote the results tables of {README}")
     # every env folder, also one whose runs all went to experiments/: its figures must not outlive their data
     for env_id in env_ids(args.results_dir):
