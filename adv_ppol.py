@@ -3,7 +3,7 @@
 Single-file reference implementation. PPO-Lagrangian (eq. 69-70, PID multiplier) whose behaviour agent acts on
 MC-attacked observations (MR with --attacker mr) at every rollout step and learns from them: the rollout stores
 nu(s), and the ratio, advantages and values are all computed on attacked states, nu(s) and nu(s'). The budget ramps
-up as eq. (67). The attacker's own Q_r(s, a), Q_c(s, a) are trained off-policy on the clean states of the rollouts.
+up exponentially in env steps, as the authors' code does (eps_schedule). The attacker's own Q_r(s, a), Q_c(s, a) are trained off-policy on the clean states of the rollouts.
 See docs/adv_ppol.md and docs/conventions.md.
 """
 
@@ -173,6 +173,10 @@ class Args:
 def fail(message):
     """Bad input: one line on stderr, exit status 1, no traceback."""
     raise SystemExit(f"{ALGO}.py: error: {message}")
+
+
+class TrainingError(Exception):
+    """The algorithm cannot go on (a critic diverged): the run stops with this one line, its state file intact."""
 
 
 # sizes beyond these are years of compute or more memory than a machine has, never a run
@@ -1129,6 +1133,9 @@ def train(args, state=None):
         print(f"{ALGO}.py: stopped at step {global_step:,} of {end_step:,}; continue from the last epoch end "
               f"(step {saved_step:,}) with: python {ALGO}.py --resume {run_dir}", file=sys.stderr, flush=True)
         sys.exit(getattr(stop, "exit_status", 130))
+    except TrainingError as exc:
+        print(f"{ALGO}.py: error: {exc} at step {global_step:,}", file=sys.stderr, flush=True)
+        sys.exit(1)
     except WriteError as exc:
         print(f"{ALGO}.py: error: {exc} at step {global_step:,}; the last good state is step {saved_step:,}, epoch "
               f"{saved_epoch}; make room and continue with: python {ALGO}.py --resume {run_dir}", file=sys.stderr,

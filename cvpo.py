@@ -178,6 +178,10 @@ def fail(message):
     raise SystemExit(f"{ALGO}.py: error: {message}")
 
 
+class TrainingError(Exception):
+    """The algorithm cannot go on (a critic diverged): the run stops with this one line, its state file intact."""
+
+
 # sizes beyond these are years of compute or more memory than a machine has, never a run
 UPPER_BOUNDS = dict(total_timesteps=10**10, steps_per_epoch=10**7, num_envs=256, buffer_size=10**7,
                     q_buffer_size=10**7, batch_size=10**6, minibatch_size=10**6, q_batch_size=10**6,
@@ -509,7 +513,8 @@ def e_step(obs, target_actor, target_qr1, target_qr2, target_qc, num_particles, 
         qc = target_qc(flat_obs, flat_act).reshape(n, num_particles)
     for name, table in (("reward", qr), ("cost", qc)):
         if not torch.isfinite(table).all():
-            fail(f"the {name} critic diverged: non-finite Q values in the E-step (try a lower --critic-lr)")
+            raise TrainingError(f"the {name} critic diverged: non-finite Q values in the E-step (try a lower "
+                                f"--critic-lr)")
     if adam_dual is None:
         eta, lam = solve_dual(qr.cpu().numpy(), qc.cpu().numpy(), estep_kl, qc_threshold, x0, lam_max)
     else:
@@ -1205,6 +1210,9 @@ def train(args, state=None):
         print(f"{ALGO}.py: stopped at step {global_step:,} of {end_step:,}; continue from the last epoch end "
               f"(step {saved_step:,}) with: python {ALGO}.py --resume {run_dir}", file=sys.stderr, flush=True)
         sys.exit(getattr(stop, "exit_status", 130))
+    except TrainingError as exc:
+        print(f"{ALGO}.py: error: {exc} at step {global_step:,}", file=sys.stderr, flush=True)
+        sys.exit(1)
     except WriteError as exc:
         print(f"{ALGO}.py: error: {exc} at step {global_step:,}; the last good state is step {saved_step:,}, epoch "
               f"{saved_epoch}; make room and continue with: python {ALGO}.py --resume {run_dir}", file=sys.stderr,

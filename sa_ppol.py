@@ -175,6 +175,10 @@ def fail(message):
     raise SystemExit(f"{ALGO}.py: error: {message}")
 
 
+class TrainingError(Exception):
+    """The algorithm cannot go on (a critic diverged): the run stops with this one line, its state file intact."""
+
+
 # sizes beyond these are years of compute or more memory than a machine has, never a run
 UPPER_BOUNDS = dict(total_timesteps=10**10, steps_per_epoch=10**7, num_envs=256, buffer_size=10**7,
                     q_buffer_size=10**7, batch_size=10**6, minibatch_size=10**6, q_batch_size=10**6,
@@ -1115,6 +1119,9 @@ def train(args, state=None):
         print(f"{ALGO}.py: stopped at step {global_step:,} of {end_step:,}; continue from the last epoch end "
               f"(step {saved_step:,}) with: python {ALGO}.py --resume {run_dir}", file=sys.stderr, flush=True)
         sys.exit(getattr(stop, "exit_status", 130))
+    except TrainingError as exc:
+        print(f"{ALGO}.py: error: {exc} at step {global_step:,}", file=sys.stderr, flush=True)
+        sys.exit(1)
     except WriteError as exc:
         print(f"{ALGO}.py: error: {exc} at step {global_step:,}; the last good state is step {saved_step:,}, epoch "
               f"{saved_epoch}; make room and continue with: python {ALGO}.py --resume {run_dir}", file=sys.stderr,

@@ -2,6 +2,7 @@
 
 import importlib
 import os
+import re
 import sys
 
 import pytest
@@ -163,3 +164,25 @@ def test_full_disk_stops_with_one_line_naming_the_last_good_epoch_and_the_resume
     resumed = launch.run([sys.executable, script, "--resume", run_dir], timeout=600, cwd=ROOT)
     assert resumed.returncode == 0, resumed.stderr
     assert os.path.isfile(os.path.join(run_dir, "eval.json"))
+
+
+DIVERGED = """
+import sys
+script, run_dir = sys.argv[1:3]
+sys.argv = [script, *sys.argv[3:], "--run-dir", run_dir]
+# the reward critic's particle values become NaN inside the E-step, as a diverged critic's would
+source = open(script).read().replace("qr = torch.min(target_qr1(flat_obs, flat_act)",
+                                     "qr = float('nan') * torch.min(target_qr1(flat_obs, flat_act)")
+exec(compile(source, script, "exec"), {"__name__": "__main__", "__file__": script})
+"""
+
+
+def test_a_diverged_critic_stops_the_run_with_one_line(tmp_path):
+    from test_resume import FAMILIES
+    run_dir = tmp_path / "run"
+    proc = launch.run([sys.executable, "-c", DIVERGED, "cvpo.py", str(run_dir), *FAMILIES["cvpo.py"],
+                       "--total-timesteps", "800"], timeout=600, cwd=ROOT)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cvpo.py: error: the reward critic diverged: non-finite Q values")
+    assert re.search(r"\(try a lower --critic-lr\) at step \d+$", lines[0]), lines[0]  # the first update's step
