@@ -14,6 +14,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one BLAS thread per process: set before numpy loads
 
 import csv
+import glob
 import hashlib
 import json
 import math
@@ -634,6 +635,24 @@ def write_csv(path, rows):
 STATE_FILE = "train_state.pt"  # everything --resume needs, rewritten atomically at every epoch end
 
 
+def drop_events_after(run_dir, step):
+    """--resume: take the stopped session's TensorBoard points after the last epoch end out of the event files, so
+    that every reader of them (not only TensorBoard, which the new writer's purge_step tells) sees each step once."""
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer.record_writer import RecordWriter
+    for path in sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))):
+        records = list(RawEventFileLoader(path).Load())
+        kept = [record for record in records if Event.FromString(record).step <= step]
+        if len(kept) < len(records):
+            def write(tmp):
+                with open(tmp, "wb") as f:
+                    writer = RecordWriter(f)
+                    for record in kept:
+                        writer.write(record)
+            write_atomic(path, write)
+
+
 def pack_numpy_rng(state):
     """np.random.get_state() in types that torch.load(weights_only=True) accepts."""
     name, keys, pos, has_gauss, gauss = state
@@ -972,6 +991,8 @@ def train(args, state=None):
 
     make_run_dir(run_dir)
     state_path = os.path.join(run_dir, STATE_FILE)
+    if resuming:
+        drop_events_after(run_dir, global_step)
     tracker = start_tracking(args, run_dir) if args.track else None
     writer = SummaryWriter(run_dir, purge_step=None if state is None else global_step + 1)
     if not resuming:

@@ -108,11 +108,19 @@ def tensorboard_points(path):
             if not tag.endswith("SPS")}  # timings
 
 
+def raw_points(path):
+    """(tag, step) of every scalar in the event files as any reader of them sees it, without TensorBoard's purge."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    return sorted((value.tag, event.step) for events in sorted(glob.glob(str(path / "events.out.tfevents.*")))
+                  for event in EventFileLoader(events).Load() for value in event.summary.value)
+
+
 def assert_resumed_is_the_uninterrupted_run(run_dir, straight):
-    """The resumed run's files, and its TensorBoard points (no duplicates, none missing), are the uninterrupted
-    run's, and no temporary file is left."""
+    """The resumed run's files, and its TensorBoard points (no duplicates, none missing, also in the raw event
+    files), are the uninterrupted run's, and no temporary file is left."""
     assert_same_run(straight, run_dir)
     assert tensorboard_points(run_dir) == tensorboard_points(straight)
+    assert raw_points(run_dir) == raw_points(straight)
     assert not glob.glob(str(run_dir / "*.tmp*"))
 
 
@@ -215,3 +223,22 @@ def test_sweep_runner_resumes_an_unfinished_run(straight_runs, tmp_path):
     assert sweep.returncode == 0, sweep.stdout + sweep.stderr
     assert "seed1: resumed, done" in sweep.stdout
     assert_resumed_is_the_uninterrupted_run(run_dir, straight_runs["cvpo.py"])
+
+
+def test_resume_takes_the_stopped_sessions_later_points_out_of_the_raw_event_files(tmp_path):
+    """A run stopped after epoch 1 whose event file already holds later points (a session flushes its events at
+    exit): the resumed run takes them out of the old file, or a reader without TensorBoard's purge sees them twice.
+    The stopped run is made exactly: a finished 1-epoch run's state, kept, under the events of its extension."""
+    flags = [*FAMILIES["cvpo.py"], "--steps-per-epoch", "400"]
+    run_dir = tmp_path / "run"
+    assert run("cvpo.py", *flags, "--total-timesteps", "400", "--run-dir", str(run_dir)).returncode == 0
+    shutil.copy(run_dir / "train_state.pt", tmp_path / "epoch1.pt")
+    assert run("cvpo.py", "--resume", str(run_dir), "--total-timesteps", "1200").returncode == 0
+    once = raw_points(run_dir)
+    assert len(once) == len(set(once))
+    shutil.copy(tmp_path / "epoch1.pt", run_dir / "train_state.pt")
+    (run_dir / "eval.json").unlink()
+    assert max(step for _, step in raw_points(run_dir)) == 1200  # the later points, as a stopped session leaves them
+    resumed = run("cvpo.py", "--resume", str(run_dir), "--total-timesteps", "1200")
+    assert resumed.returncode == 0, resumed.stderr
+    assert raw_points(run_dir) == once
