@@ -50,7 +50,7 @@ PRESETS = {
     "SafetyCarCircle-v0": dict(steps_per_epoch=10_000, actor_steps=80, actor_lr=3e-4, eps=0.05,
                                total_timesteps=4_000_000, adv_start_steps=2_000_000, adv_ramp_steps=4_000_000),
     "SafetyDroneRun-v0": dict(steps_per_epoch=60_000, actor_steps=80, actor_lr=3e-4, eps=0.025,
-                              total_timesteps=4_000_000, adv_start_steps=2_000_000, adv_ramp_steps=4_000_000),
+                              total_timesteps=5_000_000, adv_start_steps=2_500_000, adv_ramp_steps=5_000_000),
     "SafetyAntRun-v0": dict(steps_per_epoch=60_000, actor_steps=160, actor_lr=5e-4, eps=0.025,
                             total_timesteps=4_000_000, adv_start_steps=2_000_000, adv_ramp_steps=4_000_000),
 }
