@@ -12,6 +12,7 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 
@@ -38,6 +39,8 @@ class Args:
     """calls timed per part (after one warm-up call)"""
     rows: int = 12
     """operators listed per profile"""
+    configs: tuple[str, ...] = ("32x15", "32x5", "16x5")
+    """particles x M-step iterations whose whole CVPO and SAFER updates are timed against the first"""
 
 
 def setup(env_id):
@@ -93,6 +96,30 @@ def parts(env_id):
     }
 
 
+def whole_updates(env_id, particles, iters):
+    """One whole CVPO update and one whole SAFER update (critics, E-step, attack, M-step) at the given particles and
+    M-step iterations, the env's presets otherwise."""
+    args, cvpo_args, actor, target_actor, critics, targets, critic_opt, actor_opt, batch, _, _ = setup(env_id)
+    args = dataclasses.replace(args, num_particles=particles, mstep_iters=iters)
+    cvpo_args = dataclasses.replace(cvpo_args, num_particles=particles, mstep_iters=iters)
+    obs, x0 = batch[0], np.array([1.0, 1.0])
+
+    def cvpo_update():
+        cvpo.update_critics(batch, *critics, targets, target_actor, critic_opt, 0.99)
+        particles_, weights, _, _ = cvpo.e_step(obs, target_actor, *targets, particles, args.estep_kl, 1.5, x0,
+                                                args.lam_max)
+        cvpo.m_step(actor, target_actor, actor_opt, obs, particles_, weights, [1.0, 1.0], cvpo_args)
+
+    def safer_update():
+        cvpo.update_critics(batch, *critics, targets, target_actor, critic_opt, 0.99)
+        particles_, weights, _, _ = safer.e_step(obs, target_actor, *targets, particles, args.estep_kl, 1.5, x0,
+                                                 args.lam_max)
+        obs_adv = critic_attack(obs, args.eps, actor, critics[2], args.train_attack_steps, args.attack_lr)
+        safer.robust_m_step(actor, target_actor, actor_opt, obs, obs_adv, particles_, weights, [1.0] * 4, args)
+
+    return cvpo_update, safer_update
+
+
 def eval_step(env_id, n_envs=16, steps=200):
     """One vector step of an evaluation under MC: the attack, the policy, the envs."""
     args = cvpo.resolve_args(cvpo.Args(env_id=env_id))
@@ -119,11 +146,24 @@ def op_table(fn, calls, rows):
 
 
 def main(args):
+    for config in args.configs:
+        numbers = config.split("x")
+        if len(numbers) != 2 or not all(n.isdigit() and int(n) > 0 for n in numbers):
+            raise SystemExit(f"profile_update.py: error: --configs {config!r}: expected PARTICLESxITERATIONS, e.g. 16x5")
     torch.set_num_threads(1)
     update_parts = parts(args.env_id)
     print(f"{args.env_id}, one torch thread, ms per call (mean of {args.repeats}):")
     for name, fn in update_parts.items():
         print(f"  {name:45s} {1e3 * timed(fn, args.repeats):8.2f}")
+    print(f"\nwhole updates, particles x M-step iterations (ms per update; speed-up over {args.configs[0]}):")
+    first = None
+    for config in args.configs:
+        particles, iters = (int(x) for x in config.split("x"))
+        cvpo_update, safer_update = whole_updates(args.env_id, particles, iters)
+        times = (1e3 * timed(cvpo_update, args.repeats), 1e3 * timed(safer_update, args.repeats))
+        first = first or times
+        print(f"  {config:>6s}: cvpo.py {times[0]:7.1f} ({first[0] / times[0]:.2f}x)  safer.py {times[1]:7.1f} "
+              f"({first[1] / times[1]:.2f}x)  safer/cvpo {times[1] / times[0]:.2f}")
     step, envs = eval_step(args.env_id)
     print(f"  {'evaluation step under MC-200, 16 envs':45s} {1e3 * timed(step, max(1, args.repeats // 5)):8.2f}")
     for name in ("E-step (whole)", next(n for n in update_parts if n.startswith("SAFER robust M-step"))):
