@@ -50,6 +50,10 @@ METHODS = {
     "safer_xi0.01": ("safer.py", ["--xi-adv", "0.01"], "SAFER xi_adv 0.01"),
     "safer_xi0.02": ("safer.py", ["--xi-adv", "0.02"], "SAFER xi_adv 0.02"),
     "safer_xi0.05": ("safer.py", ["--xi-adv", "0.05"], "SAFER xi_adv 0.05"),
+    "safer_xi0.07": ("safer.py", ["--xi-adv", "0.07"], "SAFER xi_adv 0.07"),
+    "safer_xi0.09": ("safer.py", ["--xi-adv", "0.09"], "SAFER xi_adv 0.09"),
+    "safer_xi0.11": ("safer.py", ["--xi-adv", "0.11"], "SAFER xi_adv 0.11"),
+    "safer_xi0.12": ("safer.py", ["--xi-adv", "0.12"], "SAFER xi_adv 0.12"),
 }
 
 
