@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal, NamedTuple, Optional
 
 import bullet_safety_gym  # noqa: F401  (registers the Safety* envs)
 import gymnasium as gym
@@ -338,6 +338,16 @@ class Actor(nn.Module):
         return torch.tanh(mean), log_std.exp()
 
 
+class Batch(NamedTuple):
+    """Transitions sampled from the replay buffer, one row each."""
+    obs: torch.Tensor
+    act: torch.Tensor
+    rew: torch.Tensor
+    cost: torch.Tensor
+    next_obs: torch.Tensor
+    terminated: torch.Tensor
+
+
 class ReplayBuffer:
     def __init__(self, capacity, obs_dim, act_dim):
         self.obs = np.zeros((capacity, obs_dim), np.float32)
@@ -369,8 +379,7 @@ class ReplayBuffer:
 
     def sample(self, n, rng, device):
         idx = rng.integers(0, self.size, n)
-        return [torch.as_tensor(a[idx], device=device) for a in (self.obs, self.act, self.rew, self.cost, self.next_obs,
-                                                   self.terminated)]
+        return Batch(*(torch.as_tensor(getattr(self, field)[idx], device=device) for field in Batch._fields))
 
 
 def qc_threshold_for(cost_limit, gamma, horizon):
@@ -1153,10 +1162,10 @@ def train(args, state=None):
                     batch = buffer.sample(args.batch_size, rng, device)
                     loss_qr, loss_qc = update_critics(batch, qr1, qr2, qc, targets, target_actor, critic_opt,
                                                       args.gamma)
-                    particles, weights, eta, lam = e_step(batch[0], target_actor, *targets, args.num_particles,
+                    particles, weights, eta, lam = e_step(batch.obs, target_actor, *targets, args.num_particles,
                                                           args.estep_kl, qc_threshold, dual_x, args.lam_max, adam_dual)
                     dual_x = np.array([eta, lam])
-                    log_lik, kl_mean, kl_std = m_step(actor, target_actor, actor_opt, batch[0], particles, weights,
+                    log_lik, kl_mean, kl_std = m_step(actor, target_actor, actor_opt, batch.obs, particles, weights,
                                                       m_duals, args)
                     for target, source in zip(targets, [qr1, qr2, qc]):
                         soft_update(target, source, args.polyak)

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal, NamedTuple, Optional
 
 import bullet_safety_gym  # noqa: F401  (registers the Safety* envs)
 import gymnasium as gym
@@ -393,6 +393,16 @@ def normalise(x):
     return (x - x.mean()) / (x.std() + 1e-8)
 
 
+class Batch(NamedTuple):
+    """Transitions sampled from the replay buffer, one row each."""
+    obs: torch.Tensor
+    act: torch.Tensor
+    rew: torch.Tensor
+    cost: torch.Tensor
+    next_obs: torch.Tensor
+    terminated: torch.Tensor
+
+
 class ReplayBuffer:
     def __init__(self, capacity, obs_dim, act_dim):
         self.obs = np.zeros((capacity, obs_dim), np.float32)
@@ -424,8 +434,19 @@ class ReplayBuffer:
 
     def sample(self, n, rng, device):
         idx = rng.integers(0, self.size, n)
-        return [torch.as_tensor(a[idx], device=device) for a in (self.obs, self.act, self.rew, self.cost, self.next_obs,
-                                                   self.terminated)]
+        return Batch(*(torch.as_tensor(getattr(self, field)[idx], device=device) for field in Batch._fields))
+
+
+class EpochData(NamedTuple):
+    """An epoch's rollout flattened for the updates: states, actions, their log-probabilities, the normalised
+    advantages and the returns of reward and cost."""
+    obs: torch.Tensor
+    act: torch.Tensor
+    logp: torch.Tensor
+    adv_r: torch.Tensor
+    adv_c: torch.Tensor
+    ret_r: torch.Tensor
+    ret_c: torch.Tensor
 
 
 class Rollout:
@@ -1051,20 +1072,21 @@ def train(args, state=None):
                                args.gamma, args.gae_lambda)
             adv_c, ret_c = gae(rollout.cost, values[1], next_values[1], rollout.terminated, rollout.episode_end,
                                args.gamma, args.gae_lambda)
-            data = [flat_obs, torch.as_tensor(rollout.act.reshape(-1, act_dim), device=device),
-                    torch.as_tensor(rollout.logp.reshape(-1), dtype=torch.float32, device=device),
-                    normalise(torch.as_tensor(adv_r.reshape(-1), dtype=torch.float32, device=device)),
-                    normalise(torch.as_tensor(adv_c.reshape(-1), dtype=torch.float32, device=device)),
-                    torch.as_tensor(ret_r.reshape(-1), dtype=torch.float32, device=device),
-                    torch.as_tensor(ret_c.reshape(-1), dtype=torch.float32, device=device)]
+            data = EpochData(flat_obs, torch.as_tensor(rollout.act.reshape(-1, act_dim), device=device),
+                             torch.as_tensor(rollout.logp.reshape(-1), dtype=torch.float32, device=device),
+                             normalise(torch.as_tensor(adv_r.reshape(-1), dtype=torch.float32, device=device)),
+                             normalise(torch.as_tensor(adv_c.reshape(-1), dtype=torch.float32, device=device)),
+                             torch.as_tensor(ret_r.reshape(-1), dtype=torch.float32, device=device),
+                             torch.as_tensor(ret_c.reshape(-1), dtype=torch.float32, device=device))
             # Algorithm 4, line 4: adversarial states for the whole rollout, once per epoch
             obs_adv = perturb(args.attacker, flat_obs, args.eps, actor, qr, qc, args.train_attack_steps, args.attack_lr)
             n = len(flat_obs)
             actor_steps_done, stats = 0, {}
             for _ in range(args.actor_steps):
                 idx = torch.as_tensor(rng.integers(0, n, args.minibatch_size), device=device)
-                loss, approx_kl = ppol_loss(actor, *(d[idx] for d in data[:5]), lam, args.clip_coef)
-                robust_term = sa_regulariser(actor, data[0][idx], obs_adv[idx])
+                loss, approx_kl = ppol_loss(actor, data.obs[idx], data.act[idx], data.logp[idx], data.adv_r[idx],
+                                            data.adv_c[idx], lam, args.clip_coef)
+                robust_term = sa_regulariser(actor, data.obs[idx], obs_adv[idx])
                 loss = loss + args.kl_coef * robust_term  # Algorithm 4, line 9
                 record(stats, {"losses/policy_loss": loss.item(), "losses/approx_kl": approx_kl.item(),
                                "losses/sa_regulariser": robust_term.item()})
@@ -1077,8 +1099,8 @@ def train(args, state=None):
                 actor_steps_done += 1
             for _ in range(args.critic_steps):
                 idx = torch.as_tensor(rng.integers(0, n, args.minibatch_size), device=device)
-                v_loss = F.mse_loss(value_r(data[0][idx]).squeeze(-1), data[5][idx]) + \
-                    F.mse_loss(value_c(data[0][idx]).squeeze(-1), data[6][idx])
+                v_loss = F.mse_loss(value_r(data.obs[idx]).squeeze(-1), data.ret_r[idx]) + \
+                    F.mse_loss(value_c(data.obs[idx]).squeeze(-1), data.ret_c[idx])
                 record(stats, {"losses/value_loss": v_loss.item()})
                 critic_opt.zero_grad()
                 v_loss.backward()
