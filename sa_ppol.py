@@ -507,7 +507,7 @@ class EpisodeVideos:
 
     def __init__(self, envs, count):
         self.envs, self.frames = envs, [[] for _ in range(min(count, len(envs.envs)))]
-        self.font = ImageFont.load_default(size=20)
+        self.font = ImageFont.load_default(size=20) if self.frames else None
         for env in envs.envs[:len(self.frames)]:
             aim_camera(env.unwrapped)
 

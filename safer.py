@@ -575,19 +575,15 @@ def eps_schedule(epoch, eps, adv_start_epoch, adv_ramp_epochs):
     return min(eps, eps * max(0, epoch - adv_start_epoch) / adv_ramp_epochs)
 
 
-def decoupled_log_lik(mean, std, ref_mean, ref_std, m1, var):
-    """Weighted log-likelihood with the mean fitted under ref_std and the std under ref_mean, so each statistic
-    moves by its own term (fitting the std with a moved mean would read the mean's shift as spread)."""
-    return weighted_log_lik(mean, ref_std, m1, var) + weighted_log_lik(ref_mean, std, m1, var)
-
-
 def decoupled_kl(ref_mean, ref_std, mean, std):
     """KL(N(ref) || N(mean, std)) split into a mean part (std held at ref_std) and a std part (mean at ref_mean)."""
     return gaussian_kl(ref_mean, ref_std, mean, ref_std).mean(), gaussian_kl(ref_mean, ref_std, ref_mean, std).mean()
 
 
-def fit_log_lik(mean, std, ref_mean, ref_std, mean_target, std_target):
-    """decoupled_log_lik with the mean fitted to the moments mean_target and the std to std_target."""
+def decoupled_log_lik(mean, std, ref_mean, ref_std, mean_target, std_target):
+    """Weighted log-likelihood with the mean fitted under ref_std and the std under ref_mean, so each statistic
+    moves by its own term (fitting the std with a moved mean would read the mean's shift as spread); the mean fits
+    the particle moments mean_target = (m1, var), the std std_target."""
     return weighted_log_lik(mean, ref_std, *mean_target) + weighted_log_lik(ref_mean, std, *std_target)
 
 
@@ -597,7 +593,7 @@ def robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, mean_target, std
     mean, std = actor(obs)
     mean_adv, std_adv = actor(obs_adv)
     # vanilla M-step (7), decoupled: mean moves with the old std, std with the old mean
-    log_lik = fit_log_lik(mean, std, old_mean, old_std, mean_target, std_target)
+    log_lik = decoupled_log_lik(mean, std, old_mean, old_std, mean_target, std_target)
     kl_mean, kl_std = decoupled_kl(old_mean, old_std, mean, std)
     # appendix B.1's practical form KL(pi_theta(s) || pi_theta(nu(s))), no gradient through the benign path (eq. 62
     # writes pi_theta_i(s); anchoring there measured no better, docs/experiments.md); decoupled like the vanilla
@@ -607,7 +603,7 @@ def robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, mean_target, std
     kl_adv = kl_adv_mean + kl_adv_std
     terms = {
         "vanilla": -(log_lik + duals[0] * (args.mstep_kl - kl_mean) + duals[1] * (args.mstep_kl_std - kl_std)),
-        "adv_mle": -fit_log_lik(mean_adv, std_adv, old_mean, old_std, mean_target, std_target),
+        "adv_mle": -decoupled_log_lik(mean_adv, std_adv, old_mean, old_std, mean_target, std_target),
         "adv_kl": (duals[2] * (kl_adv_mean - args.xi_adv) + duals[3] * (kl_adv_std - args.xi_adv)
                    if args.adv_kl_duals == "split" else duals[2] * (kl_adv - args.xi_adv)),
     }
@@ -673,7 +669,7 @@ class EpisodeVideos:
 
     def __init__(self, envs, count):
         self.envs, self.frames = envs, [[] for _ in range(min(count, len(envs.envs)))]
-        self.font = ImageFont.load_default(size=20)
+        self.font = ImageFont.load_default(size=20) if self.frames else None
         for env in envs.envs[:len(self.frames)]:
             aim_camera(env.unwrapped)
 

@@ -20,8 +20,9 @@ import torch
 import tyro
 from PIL import Image, ImageDraw, ImageFont
 
+from sweep import SCRIPTS  # tools/ is this script's folder, so on its path
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = ("safer", "cvpo", "adv_cvpo", "ppol", "sa_ppol", "adv_ppol")
 
 
 @dataclass

@@ -17,14 +17,16 @@ import io
 import os
 import sys
 from dataclasses import dataclass, fields
+
 import torch
 import tyro
+
+from sweep import SCRIPTS  # tools/ is this script's folder, so on its path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 STATE_FILE = "train_state.pt"
-SCRIPTS = ("safer", "cvpo", "adv_cvpo", "ppol", "sa_ppol", "adv_ppol")
 FIXED = ("env_id", "seed", "num_envs", "steps_per_epoch", "buffer_size")  # the state's shapes and episodes
 
 

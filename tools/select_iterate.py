@@ -23,8 +23,9 @@ from dataclasses import dataclass
 
 import tyro
 
+from sweep import SCRIPTS  # tools/ is this script's folder, so on its path
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = ("safer", "cvpo", "adv_cvpo", "ppol", "sa_ppol", "adv_ppol")
 
 
 @dataclass

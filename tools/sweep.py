@@ -55,6 +55,8 @@ METHODS = {
     "safer_xi0.11": ("safer.py", ["--xi-adv", "0.11"], "SAFER xi_adv 0.11"),
     "safer_xi0.12": ("safer.py", ["--xi-adv", "0.12"], "SAFER xi_adv 0.12"),
 }
+# the algorithm scripts by name, for the tools that read their checkpoints and states
+SCRIPTS = tuple(dict.fromkeys(script.removesuffix(".py") for script, _, _ in METHODS.values()))
 
 
 @dataclass
