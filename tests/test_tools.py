@@ -487,5 +487,5 @@ def test_report_puts_the_selected_iterates_below_the_final_ones(tmp_path):
     assert selected[ENV]["safer"][0][0].tolist() == [350, 0]
     lines = report.readme_tables(final, selected).splitlines()
     row = lines.index(next(line for line in lines if line.startswith("| SAFER |")))
-    assert lines[row + 1].startswith("| SAFER, selected | 1 | **350.0 +- 0.0 / 0.00 +- 0.00** |")
+    assert lines[row + 1] == "| SAFER, selected | 1 | **350 / 0.00** | **340 / 1.00** | **360 / 2.00** |"
     assert "| SAFER, selected | 1 | 350.0+-0.0 / 0.00+-0.00 |" in report.markdown(final, selected)

@@ -281,29 +281,26 @@ def orderings(methods, paper):
 
 
 def readme_tables(stats, selected=None):
-    """One table per env: mean +- std over seeds of reward / cost per setting, the paper's figure in brackets, and
-    in bold the cells whose mean cost is within the limit; a method's selected iterates in a row below its final
-    ones, where it has them."""
+    """One compact table per env for the README: the mean over seeds of reward / cost per setting (the spread over
+    seeds is in table5.md), the paper's figure in brackets, and in bold the cells whose mean cost is within the
+    limit; a method's selected iterates in a row below its final ones, where it has them."""
     selected, lines = selected or {}, []
+
+    def cell(mean, i, paper=None):
+        text = f"{mean[i, 0]:.0f} / {mean[i, 1]:.2f}"
+        text = f"**{text}**" if mean[i, 1] <= COST_LIMIT else text
+        return text + (f" [{paper[2 * i]:.0f} / {paper[2 * i + 1]:.2f}]" if paper is not None else "")
+
     for env_id, methods in stats.items():
         lines += [f"**{env_id}**", "", "| method | seeds | natural | MC | MR |", "|---|---|---|---|---|"]
         paper = PAPER_TABLES.get(env_id, {})
-        for method, (mean, std, n) in methods.items():
-            cells = []
-            for i in range(3):
-                cell = f"{mean[i, 0]:.1f} +- {std[i, 0]:.1f} / {mean[i, 1]:.2f} +- {std[i, 1]:.2f}"
-                if mean[i, 1] <= COST_LIMIT:
-                    cell = f"**{cell}**"
-                if method in paper:
-                    cell += f" [{paper[method][2 * i]:.1f} / {paper[method][2 * i + 1]:.2f}]"
-                cells.append(cell)
-            lines.append(f"| {LABELS[method]} | {n} | " + " | ".join(cells) + " |")
+        for method, (mean, _, n) in methods.items():
+            lines.append(f"| {LABELS[method]} | {n} | " + " | ".join(cell(mean, i, paper.get(method))
+                                                                     for i in range(3)) + " |")
             if method in selected.get(env_id, {}):
-                mean_s, std_s, n_s = selected[env_id][method]
-                cells = [f"{mean_s[i, 0]:.1f} +- {std_s[i, 0]:.1f} / {mean_s[i, 1]:.2f} +- {std_s[i, 1]:.2f}"
-                         for i in range(3)]
-                lines.append(f"| {LABELS[method]}, selected | {n_s} | " + " | ".join(
-                    f"**{c}**" if mean_s[i, 1] <= COST_LIMIT else c for i, c in enumerate(cells)) + " |")
+                mean_s, _, n_s = selected[env_id][method]
+                lines.append(f"| {LABELS[method]}, selected | {n_s} | " + " | ".join(cell(mean_s, i)
+                                                                                   for i in range(3)) + " |")
         lines.append("")
     return "\n".join(lines)
 
