@@ -753,6 +753,8 @@ def load_train_state(run_dir):
     return state
 
 
+# flags added since runs may have begun, each with the value that repeats such a run on --resume
+ADDED_FLAGS = {}
 CLI_CONFIG = (tyro.conf.FlagCreatePairsOff,)  # a boolean flag is --flag alone, not --flag/--no-flag
 
 
@@ -765,9 +767,10 @@ def parse_args(argv=None):
     if args.eval_checkpoint is not None:
         fail("--resume continues training and cannot be combined with --eval-checkpoint")
     state = load_train_state(args.resume)
-    if set(state["args"]) != {field.name for field in fields(Args)}:  # a flag added or removed since the run began
+    stored_args = {**ADDED_FLAGS, **state["args"]}
+    if set(stored_args) != {field.name for field in fields(Args)}:  # a flag added or removed since the run began
         fail(f"--resume {args.resume!r}: its stored arguments are not those of this version of {ALGO}.py")
-    stored = Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["args"].items()})
+    stored = Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored_args.items()})
     # with flag pairs, a boolean stored as True still takes the flag that set it (--no-adv-kl, not --no-no-adv-kl)
     resumed = tyro.cli(Args, args=argv, default=stored, description=__doc__.splitlines()[0])
     for name in (field.name for field in fields(Args)):

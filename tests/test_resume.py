@@ -159,6 +159,38 @@ def test_finished_run_extended_by_a_larger_total_is_the_longer_run(straight_runs
     assert " eta " not in epoch_line
 
 
+def test_a_run_begun_before_a_flag_was_added_resumes_as_it_began(straight_runs, tmp_path):
+    """A training state saved by a version without --preset (ADDED_FLAGS) resumes with the value that repeats it;
+    branching it records the same value."""
+    run_dir = tmp_path / "run"
+    proc = run("safer.py", *FAMILIES["safer.py"], "--total-timesteps", "400", "--run-dir", str(run_dir))
+    assert proc.returncode == 0, proc.stderr
+    path = run_dir / "train_state.pt"
+    state = torch.load(path, weights_only=True)
+    del state["args"]["preset"]
+    torch.save(state, path)
+    branched = tmp_path / "branch"
+    proc = launch.run([sys.executable, os.path.join(ROOT, "tools", "branch.py"), "--source", str(run_dir), "--target",
+                       str(branched)], cwd=ROOT, timeout=300)
+    assert proc.returncode == 0 and "added preset='paper'" in proc.stdout, proc.stdout + proc.stderr
+    proc = run("safer.py", "--resume", str(run_dir), "--total-timesteps", "800")
+    assert proc.returncode == 0, proc.stderr
+    straight = straight_runs["safer.py"]
+    assert table(straight / "progress.csv", ("SPS", "wall_time")) == table(run_dir / "progress.csv",
+                                                                           ("SPS", "wall_time"))
+    assert evaluation(straight) == evaluation(run_dir)
+
+
+def test_preset_fast_caps_particles_and_mstep_iterations_and_flags_override_it():
+    safer = importlib.import_module("safer")
+    car = safer.resolve_args(safer.Args(env_id="SafetyCarCircle-v0", preset="fast"))
+    assert (car.num_particles, car.mstep_iters, car.estep_kl) == (16, 5, 0.1)  # the rest stays Table 4's
+    ball = safer.resolve_args(safer.Args(env_id="SafetyBallCircle-v0", preset="fast", num_particles=24))
+    assert (ball.num_particles, ball.mstep_iters) == (24, 5)
+    paper = safer.resolve_args(safer.Args(env_id="SafetyAntRun-v0"))
+    assert (paper.num_particles, paper.mstep_iters) == (64, 8)
+
+
 def assert_clean_failure(proc, *needles):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()

@@ -4,8 +4,8 @@ To compare variants of an algorithm, train once to a saved state, then branch ea
 unchanged branch (the control), instead of training each from scratch. A resumed run keeps its stored arguments;
 this writes a new run directory whose train_state.pt is the source's with the given arguments changed, checked
 against the script's own Args (its fields and their types as the command line would give them). An argument the
-script has gained since the source began takes its default, one it has lost is dropped; both are printed. The
-branch's progress.csv and evals.csv continue the source's rows.
+script has gained since the source began takes the value its ADDED_FLAGS gives (else its default), one it has lost is
+dropped; both are printed. The branch's progress.csv and evals.csv continue the source's rows.
 
     python tools/branch.py --source runs/base --target runs/it3000 --set iteration_steps=3000
     python safer.py --resume runs/it3000 --total-timesteps 705000
@@ -79,8 +79,13 @@ def branch(args):
         print(f"dropped {name}={stored.pop(name)!r}: {script.ALGO}.py no longer has it")
     default = script.Args()
     for name in sorted(set(names) - set(stored)):
-        stored[name] = getattr(default, name)
-        print(f"added {name}={stored[name]!r}: new in {script.ALGO}.py since the source began (its default)")
+        if name in script.ADDED_FLAGS:
+            stored[name] = script.ADDED_FLAGS[name]
+            print(f"added {name}={stored[name]!r}: new in {script.ALGO}.py since the source began (the value that "
+                  f"repeats runs begun before it)")
+        else:
+            stored[name] = getattr(default, name)
+            print(f"added {name}={stored[name]!r}: new in {script.ALGO}.py since the source began (its default)")
     for item in args.set:
         name, sep, text = item.partition("=")
         if not sep or name not in names:
