@@ -64,12 +64,10 @@ def load(path):
     if not isinstance(ckpt, dict) or ckpt.get("algo") not in OFF_POLICY:
         fail(f"checkpoint {path!r} is not a checkpoint of {', '.join(a + '.py' for a in OFF_POLICY)}")
     script = importlib.import_module(ckpt["algo"])
-    actor = script.Actor(ckpt["obs_dim"], ckpt["act_dim"])
-    actor.load_state_dict(ckpt["actor"])
-    critics = [script.QNetwork(ckpt["obs_dim"], ckpt["act_dim"]) for _ in range(3)]
-    for name, critic in zip(("qr1", "qr2", "qc"), critics):
-        critic.load_state_dict(ckpt[name])
-    return ckpt, script, actor, critics
+    # the script's own loader checks the checkpoint (keys, checksum, finite weights, shapes) and builds the networks;
+    # the run's arguments (particles, lam cap, cost limit) come from the checkpoint itself
+    actor, qr1, qr2, qc, _ = script.load_checkpoint(script.Args(eval_checkpoint=path, device="cpu"))
+    return ckpt, script, actor, (qr1, qr2, qc)
 
 
 def collect_states(script, env_id, actor, episodes, seed):
