@@ -79,13 +79,9 @@ def branch(args):
         print(f"dropped {name}={stored.pop(name)!r}: {script.ALGO}.py no longer has it")
     default = script.Args()
     for name in sorted(set(names) - set(stored)):
-        if name in script.ADDED_FLAGS:
-            stored[name] = script.ADDED_FLAGS[name]
-            print(f"added {name}={stored[name]!r}: new in {script.ALGO}.py since the source began (the value that "
-                  f"repeats runs begun before it)")
-        else:
-            stored[name] = getattr(default, name)
-            print(f"added {name}={stored[name]!r}: new in {script.ALGO}.py since the source began (its default)")
+        stored[name] = script.ADDED_FLAGS.get(name, getattr(default, name))
+        why = "the value that repeats runs begun before it" if name in script.ADDED_FLAGS else "its default"
+        print(f"added {name}={stored[name]!r}: new in {script.ALGO}.py since the source began ({why})")
     for item in args.set:
         name, sep, text = item.partition("=")
         if not sep or name not in names:
