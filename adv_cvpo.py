@@ -57,8 +57,8 @@ PRESETS = {
                             total_timesteps=1_000_000, adv_start_epoch=35, adv_ramp_epochs=100),
 }
 DEFAULT_PRESET = PRESETS["SafetyCarCircle-v0"]  # for other bullet-safety-gym ids
-# --preset fast: at most 16 E-step particles and 5 M-step iterations, the rest Table 4's; on Car-Circle it reached
-# Table 4's reward in less wall time (docs/experiments.md, "Speed")
+# --preset fast: at most 16 E-step particles and 5 M-step iterations, the rest Table 4's; about half the update
+# time (benchmarks/profile_update.py); its time to quality is measured in docs/experiments.md, "Speed"
 FAST_UPDATES = dict(num_particles=16, mstep_iters=5)
 
 
