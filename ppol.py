@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from typing import Annotated, Literal, NamedTuple, Optional
 
 import bullet_safety_gym  # noqa: F401  (registers the Safety* envs)
@@ -74,8 +74,7 @@ class Args:
     run_dir: Optional[str] = None
     """exact run directory to write into instead of one under --output-dir (must not hold a run already)"""
     resume: Optional[str] = None
-    """continue the run in this directory from its last epoch end, with its stored arguments (only
-    --total-timesteps and --device may change: raise the first to extend a finished run)"""
+    """continue the run in this directory from its last epoch end (only --total-timesteps and --device may change)"""
     threads: int = 1
     """torch threads; 1 is fastest when each core runs its own process"""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -127,15 +126,13 @@ class Args:
     eps: Annotated[Optional[float], per_env("eps")] = None
     """attack budget in raw observation units"""
     eval_every: int = 0
-    """evaluate under the attackers, save model.pt and add rows to evals.csv every N epochs (0: only at the end);
-    model_best.pt keeps the best natural evaluation (a feasible one first, then the highest return)"""
+    """every N epochs: model.pt, an evaluation under the attackers into evals.csv, model_best.pt (0: at the end)"""
     eval_episodes: int = 10
     """evaluation episodes per attacker"""
     eval_attackers: tuple[str, ...] = ("none", "mc", "mr", "mad", "uniform")
     """attackers to evaluate under"""
     eval_every_attackers: Optional[tuple[str, ...]] = None
-    """attackers of the evaluations before the last one (default: --eval-attackers), e.g. none alone for a cheap
-    learning curve in evals.csv; the last evaluation, eval.json's, uses --eval-attackers"""
+    """attackers of the evaluations before the last (default: --eval-attackers), e.g. none for a cheap curve"""
     eval_every_episodes: Optional[int] = None
     """episodes per attacker of the evaluations before the last one (default: --eval-episodes)"""
     attack_steps: int = 200
@@ -147,11 +144,9 @@ class Args:
     eval_output: Optional[str] = None
     """where --eval-checkpoint writes its JSON (default: eval_checkpoint.json beside the checkpoint)"""
     eval_seed: Optional[int] = None
-    """seed of the evaluation episodes' initial states (default: --seed, or the checkpoint's training seed with
-    --eval-checkpoint, which repeats the run's own evaluation); another value draws fresh episodes"""
+    """seed of the evaluation episodes' initial states (default: --seed; with --eval-checkpoint, the run's seed)"""
     capture_video: bool = False
-    """film the first --video-episodes episodes per attacker of the final evaluation (or of --eval-checkpoint) to
-    videos/<attacker>/episode<i>.mp4 in the run directory (beside --eval-output), rendered headless"""
+    """film --video-episodes episodes per attacker of the last evaluation to videos/<attacker>/episode<i>.mp4"""
     video_episodes: int = 2
     """episodes per attacker that --capture-video films"""
     track: bool = False
@@ -162,102 +157,29 @@ class Args:
     """W&B entity (team) of --track"""
 
 
-def fail(message):
-    """Bad input: one line on stderr, exit status 1, no traceback."""
-    raise SystemExit(f"{ALGO}.py: error: {message}")
+def preset_values(args):
+    """The preset flags' values for --env-id (Table 4's)."""
+    return PRESETS.get(args.env_id, DEFAULT_PRESET)
 
 
-class TrainingError(Exception):
-    """The algorithm cannot go on (a critic diverged): the run stops with this one line, its state file intact."""
+# flags that must be positive; every other number must be >= 0 (resolve_args)
+POSITIVE = ("total_timesteps", "steps_per_epoch", "num_envs", "actor_steps", "critic_steps", "minibatch_size",
+            "q_batch_size", "q_buffer_size", "eval_episodes", "eval_every_episodes", "attack_steps", "threads")
 
 
-# sizes beyond these are years of compute or more memory than a machine has, never a run
-UPPER_BOUNDS = dict(total_timesteps=10**10, steps_per_epoch=10**7, num_envs=256, buffer_size=10**7,
-                    q_buffer_size=10**7, batch_size=10**6, minibatch_size=10**6, q_batch_size=10**6,
-                    num_particles=10**4, eval_episodes=10**5, eval_every_episodes=10**5, attack_steps=10**5,
-                    train_attack_steps=10**5, mstep_iters=10**5, actor_steps=10**5, critic_steps=10**5,
-                    q_steps=10**5, threads=1024, updates_per_step=10**3)
-
-
-def check_values(args):
-    """Refuse what no run can use: an env whose steps carry no cost, a number that is not finite, a size beyond
-    UPPER_BOUNDS (the other checks of resolve_args say what each flag allows)."""
-    if not str(gym.spec(args.env_id).entry_point).startswith("bullet_safety_gym"):
-        fail(f"--env-id {args.env_id}: not a bullet-safety-gym env, so its steps carry no cost signal "
-             f"(info['cost']); use a Safety* env id")
-    if not 1 <= args.video_episodes <= 20:
-        fail(f"--video-episodes must be in [1, 20] (the first batch of evaluation envs), got {args.video_episodes}")
-    for field in fields(args):
-        flag, value = f"--{field.name.replace('_', '-')}", getattr(args, field.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            fail(f"{flag} must be a finite number, got {value}")
-        if field.name in UPPER_BOUNDS and value is not None and value > UPPER_BOUNDS[field.name]:
-            fail(f"{flag} must be at most {UPPER_BOUNDS[field.name]:,}, got {value:,}")
-
-
-def writable_file(path, flag):
-    """Refuse an output file that cannot be written before the work that fills it; make its folder."""
-    if os.path.isdir(path):
-        fail(f"{flag} {path!r} is a directory; give a file name")
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        fail(f"{flag} {path!r}: cannot write a file there ({exc.strerror})")
-
-
-def resolve_args(args):
-    """Fill preset fields from Table 4 and reject bad values before anything is written."""
-    if args.env_id is None:
-        args.env_id = "SafetyCarCircle-v0"
-    if args.env_id not in gym.envs.registry:
-        known = ", ".join(sorted(k for k in gym.envs.registry if k.startswith("Safety")))
-        fail(f"unknown env id {args.env_id!r}; bullet-safety-gym ids are: {known}")
-    for name, value in PRESETS.get(args.env_id, DEFAULT_PRESET).items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    check_values(args)
-    for name in ("total_timesteps", "steps_per_epoch", "num_envs", "actor_steps", "critic_steps", "minibatch_size",
-                 "q_batch_size", "q_buffer_size", "eval_episodes", "attack_steps", "threads"):
-        if getattr(args, name) <= 0:
-            fail(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
-    for name in ("seed", "eval_seed"):
-        if getattr(args, name) is not None and getattr(args, name) < 0:
-            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    for name in ("eval_every", "q_steps", "cost_limit", "kp", "ki", "kd"):
-        if getattr(args, name) < 0:
-            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    for name in ("eps", "actor_lr", "critic_lr", "clip_coef", "target_kl", "max_grad_norm", "attack_lr"):
-        if not getattr(args, name) >= 0:
-            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+def check_args(args):
+    """Bounds of this script's flags beyond resolve_args' checks."""
     for name in ("gamma", "gae_lambda", "q_gamma"):
         if not 0 < getattr(args, name) <= 1:
             fail(f"--{name.replace('_', '-')} must be in (0, 1], got {getattr(args, name)}")
-    if not args.eps <= 1:
-        fail(f"--eps must be in [0, 1] (observations are scaled to about unit range), got {args.eps}")
-    if args.eval_every_episodes is not None and args.eval_every_episodes <= 0:
-        fail(f"--eval-every-episodes must be a positive integer, got {args.eval_every_episodes}")
-    for flag in ("eval_attackers", "eval_every_attackers"):
-        for attacker in getattr(args, flag) or ():
-            if attacker not in ATTACKERS:
-                fail(f"unknown attacker {attacker!r} in --{flag.replace('_', '-')}; allowed: {', '.join(ATTACKERS)}")
-    return args
+    if not args.polyak < 1:
+        fail(f"--polyak must be in [0, 1), got {args.polyak}")
 
 
-class EpisodeEndRecorder(gym.Wrapper):
-    """Keeps what a fresh env needs to repeat this env's last reset exactly (--resume): the global numpy RNG state
-    before it (bullet-safety-gym draws initial states from it) and the last action (a car's motors keep their last
-    command through a reset)."""
-
-    def step(self, action):
-        self.last_action = np.array(action)  # its dtype too: the env computes the motor command in it
-        return self.env.step(action)
-
-    def reset(self, **kwargs):
-        self.rng_before_reset = np.random.get_state()
-        return self.env.reset(**kwargs)
+# flags added since runs may have begun, each with the value that repeats such a run on --resume, and flags
+# removed since, each with the one value a run that had it can resume with
+ADDED_FLAGS = {}
+REMOVED_FLAGS = {}
 
 
 # the envs as the paper ran them, where bullet-safety-gym 1.4.0 differs: Table 4's rollout length, and the
@@ -282,14 +204,6 @@ def make_env(env_id):
         env = gym.make(env_id, max_episode_steps=paper.get("max_episode_steps"))
         return EpisodeEndRecorder(FrameSkip(env, paper["frame_skip"]) if "frame_skip" in paper else env)
     return thunk
-
-
-def step_costs(infos, num_envs):
-    """Per-env cost of the last vector step, including the last step of episodes that just auto-reset."""
-    costs = np.where(infos.get("_cost", np.zeros(num_envs, bool)), infos.get("cost", np.zeros(num_envs)), 0.0)
-    for i in np.flatnonzero(infos.get("_final_info", np.zeros(num_envs, bool))):
-        costs[i] = infos["final_info"][i].get("cost", 0.0)
-    return costs.astype(np.float64)
 
 
 def mlp(in_dim, out_dim, hidden=(256, 256)):
@@ -341,6 +255,12 @@ class PIDLagrangian:
         self.lam = max(0.0, self.kp * error + self.integral + self.kd * derivative)
         return self.lam
 
+    def state_dict(self):
+        return dict(integral=self.integral, prev_cost=self.prev_cost, lam=self.lam)
+
+    def load_state_dict(self, state):
+        self.integral, self.prev_cost, self.lam = state["integral"], state["prev_cost"], state["lam"]
+
 
 def gae(rewards, values, next_values, terminated, episode_end, gamma, gae_lambda):
     """Generalised advantage estimates over a (T, num_envs) rollout.
@@ -372,50 +292,6 @@ def ppol_loss(actor, obs, act, old_logp, adv_r, adv_c, lam, clip_coef):
 
 def normalise(x):
     return (x - x.mean()) / (x.std() + 1e-8)
-
-
-class Batch(NamedTuple):
-    """Transitions sampled from the replay buffer, one row each."""
-    obs: torch.Tensor
-    act: torch.Tensor
-    rew: torch.Tensor
-    cost: torch.Tensor
-    next_obs: torch.Tensor
-    terminated: torch.Tensor
-
-
-class ReplayBuffer:
-    def __init__(self, capacity, obs_dim, act_dim):
-        self.obs = np.zeros((capacity, obs_dim), np.float32)
-        self.next_obs = np.zeros((capacity, obs_dim), np.float32)
-        self.act = np.zeros((capacity, act_dim), np.float32)
-        self.rew = np.zeros(capacity, np.float32)
-        self.cost = np.zeros(capacity, np.float32)
-        self.terminated = np.zeros(capacity, np.float32)
-        self.capacity, self.ptr, self.size = capacity, 0, 0
-
-    def add(self, obs, act, rew, cost, next_obs, terminated):
-        n = len(obs)
-        idx = (self.ptr + np.arange(n)) % self.capacity
-        self.obs[idx], self.act[idx], self.rew[idx], self.cost[idx] = obs, act, rew, cost
-        self.next_obs[idx], self.terminated[idx] = next_obs, terminated
-        self.ptr = (self.ptr + n) % self.capacity
-        self.size = min(self.size + n, self.capacity)
-
-    FIELDS = ("obs", "next_obs", "act", "rew", "cost", "terminated")
-
-    def state_dict(self):
-        return dict(ptr=self.ptr, size=self.size, **{f: torch.from_numpy(getattr(self, f)[:self.size].copy())
-                                                     for f in self.FIELDS})
-
-    def load_state_dict(self, state):
-        self.ptr, self.size = state["ptr"], state["size"]
-        for f in self.FIELDS:
-            getattr(self, f)[:self.size] = state[f].numpy()
-
-    def sample(self, n, rng, device):
-        idx = rng.integers(0, self.size, n)
-        return Batch(*(torch.as_tensor(getattr(self, field)[idx], device=device) for field in Batch._fields))
 
 
 class EpochData(NamedTuple):
@@ -474,6 +350,238 @@ def update_attack_critics(buffer, actor, qr, qc, targets, q_opt, args, rng):
     return float(np.mean(losses)) if losses else 0.0
 
 
+NETWORKS = ("actor", "value_r", "value_c", "qr", "qc")  # model.pt's: the policy, its values, the attack critics
+
+
+def build_networks(obs_dim, act_dim):
+    """The actor, the reward and cost values, and the Q critics of the MC and MR attackers with their targets."""
+    networks = dict(actor=Actor(obs_dim, act_dim), value_r=mlp(obs_dim, 1), value_c=mlp(obs_dim, 1),
+                    qr=QNetwork(obs_dim, act_dim), qc=QNetwork(obs_dim, act_dim))
+    for name in ("qr", "qc"):
+        target = networks[f"target_{name}"] = QNetwork(obs_dim, act_dim)
+        target.load_state_dict(networks[name].state_dict())
+        target.requires_grad_(False)
+    return networks
+
+
+def attack_critics(networks):
+    """The reward and cost Q critics that the MR and MC attackers ascend."""
+    return networks["qr"], networks["qc"]
+
+
+@dataclass
+class TrainState:
+    """What the loop changes besides the run's counters; the run plumbing saves it whole at every epoch end."""
+    networks: dict  # build_networks'
+    optimizers: dict  # actor, critic (the values), q (the attack critics)
+    pid: PIDLagrangian
+    buffer: "ReplayBuffer"  # the attack critics' transitions (the class is defined with the run plumbing below)
+
+
+# the progress line's values
+PROGRESS = {"lam": "losses/lam", "actor steps": "losses/actor_steps"}
+
+
+def epoch_data(rollout, networks, args, device):
+    """The rollout flattened for the updates, with GAE advantages (normalised) and returns of reward and cost."""
+    shape, obs_dim = rollout.rew.shape, rollout.obs.shape[-1]
+    value_r, value_c = networks["value_r"], networks["value_c"]
+    flat_obs = torch.as_tensor(rollout.obs.reshape(-1, obs_dim), device=device)
+    with torch.no_grad():
+        values = [v(flat_obs).reshape(shape).cpu().numpy() for v in (value_r, value_c)]
+        next_obs_t = torch.as_tensor(rollout.next_obs.reshape(-1, obs_dim), device=device)
+        next_values = [v(next_obs_t).reshape(shape).cpu().numpy() for v in (value_r, value_c)]
+    adv_r, ret_r = gae(rollout.rew, values[0], next_values[0], rollout.terminated, rollout.episode_end, args.gamma,
+                       args.gae_lambda)
+    adv_c, ret_c = gae(rollout.cost, values[1], next_values[1], rollout.terminated, rollout.episode_end, args.gamma,
+                       args.gae_lambda)
+    as_tensor = lambda x: torch.as_tensor(x.reshape(-1), dtype=torch.float32, device=device)  # noqa: E731
+    return EpochData(flat_obs, torch.as_tensor(rollout.act.reshape(-1, rollout.act.shape[-1]), device=device),
+                     as_tensor(rollout.logp), normalise(as_tensor(adv_r)), normalise(as_tensor(adv_c)),
+                     as_tensor(ret_r), as_tensor(ret_c))
+
+
+def ppo_update(s, data, lam, args, rng):
+    """The policy's clipped surrogate with the cost advantage weighted by lam, early-stopped at 1.5 target_kl, then
+    the values' regression on the returns; returns the logged values and the policy steps taken."""
+    actor, value_r, value_c = (s.networks[name] for name in ("actor", "value_r", "value_c"))
+    device, n = data.obs.device, len(data.obs)
+    actor_steps_done, stats = 0, {}
+    for _ in range(args.actor_steps):
+        idx = torch.as_tensor(rng.integers(0, n, args.minibatch_size), device=device)
+        loss, approx_kl = ppol_loss(actor, data.obs[idx], data.act[idx], data.logp[idx], data.adv_r[idx],
+                                    data.adv_c[idx], lam, args.clip_coef)
+        record(stats, {"losses/policy_loss": loss.item(), "losses/approx_kl": approx_kl.item()})
+        if approx_kl > 1.5 * args.target_kl:
+            break
+        s.optimizers["actor"].zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
+        s.optimizers["actor"].step()
+        actor_steps_done += 1
+    for _ in range(args.critic_steps):
+        idx = torch.as_tensor(rng.integers(0, n, args.minibatch_size), device=device)
+        v_loss = F.mse_loss(value_r(data.obs[idx]).squeeze(-1), data.ret_r[idx]) + \
+            F.mse_loss(value_c(data.obs[idx]).squeeze(-1), data.ret_c[idx])
+        record(stats, {"losses/value_loss": v_loss.item()})
+        s.optimizers["critic"].zero_grad()
+        v_loss.backward()
+        nn.utils.clip_grad_norm_([*value_r.parameters(), *value_c.parameters()], args.max_grad_norm)
+        s.optimizers["critic"].step()
+    return stats, actor_steps_done
+
+
+def train(args, saved=None):
+    run = Run(args, saved, whole_rollouts=True)
+    steps = run.epoch_steps // args.num_envs  # vector steps per rollout
+    nets = {name: net.to(run.device) for name, net in build_networks(run.obs_dim, run.act_dim).items()}
+    actor = nets["actor"]
+
+    def adam(lr, *names):  # fused: the default CPU kernels slow down ~10x on tiny second moments (near-denormals)
+        return torch.optim.Adam([p for name in names for p in nets[name].parameters()], lr=lr, fused=True)
+
+    optimizers = dict(actor=adam(args.actor_lr, "actor"), critic=adam(args.critic_lr, "value_r", "value_c"),
+                      q=adam(args.critic_lr, "qr", "qc"))
+    s = TrainState(nets, optimizers, PIDLagrangian(args.kp, args.ki, args.kd, args.cost_limit),
+                   ReplayBuffer(args.q_buffer_size, run.obs_dim, run.act_dim))
+    rollout = Rollout(steps, args.num_envs, run.obs_dim, run.act_dim)
+    obs = run.start(s)
+    with run:
+        while not run.finished:
+            rollout_start = time.time()
+            for _ in range(steps):
+                with torch.no_grad():
+                    mean, std = actor(torch.as_tensor(obs, dtype=torch.float32, device=run.device))
+                    act = mean + std * torch.randn_like(mean)
+                    logp = gaussian_log_prob(mean, std, act)
+                # the env sees the clipped action; PPO's ratio uses the sampled one
+                step = run.step(act.clamp(-1, 1).cpu().numpy())
+                rollout.add(obs, act.cpu().numpy(), step.rew, step.cost, step.real_next_obs, step.terminated,
+                            step.truncated, logp.cpu().numpy())
+                s.buffer.add(obs, act.clamp(-1, 1).cpu().numpy(), step.rew, step.cost, step.real_next_obs,
+                             step.terminated)
+                obs = step.next_obs
+            rollout_sps = steps * args.num_envs / (time.time() - rollout_start)
+            # PID Lagrangian on the rollout's mean episodic cost (the running episode's cost if none finished)
+            lam = s.pid.update(float(np.mean(run.epoch_costs)) if run.epoch_costs else float(run.ep_cost.mean()))
+            data = epoch_data(rollout, nets, args, run.device)
+            stats, actor_steps_done = ppo_update(s, data, lam, args, run.rng)
+            q_loss = update_attack_critics(s.buffer, actor, nets["qr"], nets["qc"],
+                                           [nets["target_qr"], nets["target_qc"]], s.optimizers["q"], args, run.rng)
+            run.end_epoch(obs, stats, {"charts/rollout_SPS": rollout_sps, "losses/lam": lam, "losses/q_loss": q_loss,
+                                       "losses/actor_steps": actor_steps_done})
+
+
+# ======================================================================================================================
+# run plumbing: input checks, the replay buffer, the run directory, progress.csv, evals.csv and TensorBoard, checkpoints
+# and evaluation, exact --resume, signals. The same block, byte for byte, ends every script (tests/test_shared_code.py);
+# it takes from the algorithm above: ALGO, Args, ADDED_FLAGS, REMOVED_FLAGS, preset_values, POSITIVE, check_args,
+# make_env, NETWORKS, build_networks, attack_critics, PROGRESS and train.
+# ======================================================================================================================
+
+
+def fail(message):
+    """Bad input: one line on stderr, exit status 1, no traceback."""
+    raise SystemExit(f"{ALGO}.py: error: {message}")
+
+
+class TrainingError(Exception):
+    """The algorithm cannot go on (a critic diverged): the run stops with this one line, its state file intact."""
+
+
+class WriteError(Exception):
+    """A run's file could not be written (a full disk, a folder gone); the files before it stay whole."""
+
+
+# sizes beyond these are years of compute or more memory than a machine has, never a run
+UPPER_BOUNDS = dict(total_timesteps=10**10, steps_per_epoch=10**7, num_envs=256, buffer_size=10**7,
+                    q_buffer_size=10**7, batch_size=10**6, minibatch_size=10**6, q_batch_size=10**6,
+                    num_particles=10**4, eval_episodes=10**5, eval_every_episodes=10**5, attack_steps=10**5,
+                    train_attack_steps=10**5, mstep_iters=10**5, actor_steps=10**5, critic_steps=10**5,
+                    q_steps=10**5, threads=1024, updates_per_step=10**3)
+
+
+def check_values(args):
+    """Refuse what no run can use: an env whose steps carry no cost, a number that is not finite, a size beyond
+    UPPER_BOUNDS (the other checks of resolve_args say what each flag allows)."""
+    if not str(gym.spec(args.env_id).entry_point).startswith("bullet_safety_gym"):
+        fail(f"--env-id {args.env_id}: not a bullet-safety-gym env, so its steps carry no cost signal "
+             f"(info['cost']); use a Safety* env id")
+    if not 1 <= args.video_episodes <= 20:
+        fail(f"--video-episodes must be in [1, 20] (the first batch of evaluation envs), got {args.video_episodes}")
+    for field in fields(args):
+        flag, value = f"--{field.name.replace('_', '-')}", getattr(args, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            fail(f"{flag} must be a finite number, got {value}")
+        if field.name in UPPER_BOUNDS and value is not None and value > UPPER_BOUNDS[field.name]:
+            fail(f"{flag} must be at most {UPPER_BOUNDS[field.name]:,}, got {value:,}")
+
+
+def writable_file(path, flag):
+    """Refuse an output file that cannot be written before the work that fills it; make its folder."""
+    if os.path.isdir(path):
+        fail(f"{flag} {path!r} is a directory; give a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        fail(f"{flag} {path!r}: cannot write a file there ({exc.strerror})")
+
+
+def resolve_args(args):
+    """Fill the preset's fields (preset_values) and reject bad values before anything is written: sizes in POSITIVE
+    must be positive, every other number >= 0, and check_args adds the script's own bounds."""
+    if args.env_id is None:
+        args.env_id = "SafetyCarCircle-v0"
+    if args.env_id not in gym.envs.registry:
+        known = ", ".join(sorted(k for k in gym.envs.registry if k.startswith("Safety")))
+        fail(f"unknown env id {args.env_id!r}; bullet-safety-gym ids are: {known}")
+    for name, value in preset_values(args).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    check_values(args)
+    for field in fields(args):
+        flag, value = f"--{field.name.replace('_', '-')}", getattr(args, field.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if field.name in POSITIVE and not value > 0:
+            fail(f"{flag} must be a positive integer, got {value}")
+        if not value >= 0:
+            fail(f"{flag} must be >= 0, got {value}")
+    if not args.eps <= 1:
+        fail(f"--eps must be in [0, 1] (observations are scaled to about unit range), got {args.eps}")
+    for flag in ("eval_attackers", "eval_every_attackers"):
+        for attacker in getattr(args, flag) or ():
+            if attacker not in ATTACKERS:
+                fail(f"unknown attacker {attacker!r} in --{flag.replace('_', '-')}; allowed: {', '.join(ATTACKERS)}")
+    check_args(args)
+    return args
+
+
+class EpisodeEndRecorder(gym.Wrapper):
+    """Keeps what a fresh env needs to repeat this env's last reset exactly (--resume): the global numpy RNG state
+    before it (bullet-safety-gym draws initial states from it) and the last action (a car's motors keep their last
+    command through a reset)."""
+
+    def step(self, action):
+        self.last_action = np.array(action)  # its dtype too: the env computes the motor command in it
+        return self.env.step(action)
+
+    def reset(self, **kwargs):
+        self.rng_before_reset = np.random.get_state()
+        return self.env.reset(**kwargs)
+
+
+def step_costs(infos, num_envs):
+    """Per-env cost of the last vector step, including the last step of episodes that just auto-reset."""
+    costs = np.where(infos.get("_cost", np.zeros(num_envs, bool)), infos.get("cost", np.zeros(num_envs)), 0.0)
+    for i in np.flatnonzero(infos.get("_final_info", np.zeros(num_envs, bool))):
+        costs[i] = infos["final_info"][i].get("cost", 0.0)
+    return costs.astype(np.float64)
+
+
 def aim_camera(sim):
     """Top-down over the circle and its two boundary lines on the Circle tasks; elsewhere the env's own camera."""
     if type(sim.task).__name__ == "CircleTask":
@@ -518,32 +626,14 @@ class EpisodeVideos:
             write_atomic(os.path.join(folder, f"episode{i}.mp4"), write)
 
 
-def start_tracking(args, run_dir):
-    """--track, CleanRL's way: a W&B run that syncs the TensorBoard scalars and holds the arguments; a resumed run
-    continues the same W&B run. Call before the SummaryWriter is made."""
-    try:
-        import wandb
-    except ImportError:
-        fail("--track needs Weights & Biases: pip install wandb")
-    run_id = hashlib.sha256(os.path.abspath(run_dir).encode()).hexdigest()[:16]
-    return wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args), dir=run_dir,
-                      name=os.path.basename(os.path.normpath(run_dir)), id=run_id, resume="allow",
-                      sync_tensorboard=True)
-
-
-def track_videos(tracker, video_dir):
-    """Hand the videos of video_dir/<attacker>/ to the W&B run, one panel per attacker."""
-    import wandb
-    tracker.log({f"videos/{attacker}": [wandb.Video(os.path.join(video_dir, attacker, name), format="mp4")
-                                        for name in sorted(os.listdir(os.path.join(video_dir, attacker)))]
-                 for attacker in sorted(os.listdir(video_dir))})
-
-
-def evaluate(actor, qr, qc, args, attackers=None, episodes=None, video_dir=None):
-    """Deterministic policy under each attacker, batched across envs; one episode per env, <= 20 envs at once.
-    attackers and episodes (per attacker) default to --eval-attackers and --eval-episodes; with video_dir, the first
-    --video-episodes episodes per attacker are filmed into video_dir/<attacker>/episode<i>.mp4."""
+def evaluate(networks, args, attackers=None, episodes=None, video_dir=None):
+    """The deterministic policy (the actor's mean) under each attacker, batched across envs; one episode per env,
+    <= 20 envs at once; the MC and MR attackers ascend attack_critics(networks). attackers and episodes (per
+    attacker) default to --eval-attackers and --eval-episodes; with video_dir, the first --video-episodes episodes
+    per attacker are filmed into video_dir/<attacker>/episode<i>.mp4."""
     episodes = episodes or args.eval_episodes
+    actor = networks["actor"]
+    qr, qc = attack_critics(networks)
     device = next(actor.parameters()).device
     training_rng_state = np.random.get_state()  # building an env draws from it too
     n_envs = min(episodes, 20)
@@ -593,12 +683,6 @@ def evaluate(actor, qr, qc, args, attackers=None, episodes=None, video_dir=None)
     return results
 
 
-def record(stats, values):
-    """Add one update's losses to the epoch's lists; the epoch logs their means."""
-    for key, value in values.items():
-        stats.setdefault(key, []).append(value)
-
-
 def write_atomic(path, write):
     """Write a file through a temp file and os.replace, so readers never see half a file."""
     tmp = f"{path}.tmp{os.getpid()}"
@@ -612,10 +696,6 @@ def write_atomic(path, write):
             reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1]
             raise WriteError(f"cannot write {path!r} ({reason})") from exc
         raise
-
-
-class WriteError(Exception):
-    """A run's file could not be written (a full disk, a folder gone); the files before it stay whole."""
 
 
 def write_json(path, data):
@@ -634,9 +714,6 @@ def write_csv(path, rows):
     write_atomic(path, write)
 
 
-STATE_FILE = "train_state.pt"  # everything --resume needs, rewritten atomically at every epoch end
-
-
 def drop_events_after(run_dir, step):
     """--resume: take the stopped session's TensorBoard points after the last epoch end out of the event files, so
     that every reader of them (not only TensorBoard, which the new writer's purge_step tells) sees each step once."""
@@ -653,6 +730,154 @@ def drop_events_after(run_dir, step):
                     for record in kept:
                         writer.write(record)
             write_atomic(path, write)
+
+
+def start_tracking(args, run_dir):
+    """--track, CleanRL's way: a W&B run that syncs the TensorBoard scalars and holds the arguments; a resumed run
+    continues the same W&B run. Call before the SummaryWriter is made."""
+    try:
+        import wandb
+    except ImportError:
+        fail("--track needs Weights & Biases: pip install wandb")
+    run_id = hashlib.sha256(os.path.abspath(run_dir).encode()).hexdigest()[:16]
+    return wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args), dir=run_dir,
+                      name=os.path.basename(os.path.normpath(run_dir)), id=run_id, resume="allow",
+                      sync_tensorboard=True)
+
+
+def track_videos(tracker, video_dir):
+    """Hand the videos of video_dir/<attacker>/ to the W&B run, one panel per attacker."""
+    import wandb
+    tracker.log({f"videos/{attacker}": [wandb.Video(os.path.join(video_dir, attacker, name), format="mp4")
+                                        for name in sorted(os.listdir(os.path.join(video_dir, attacker)))]
+                 for attacker in sorted(os.listdir(video_dir))})
+
+
+def git_commit():
+    """The commit this script was run from, with "+" if its .py files differ from it; None outside a git checkout."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "*.py"], cwd=here,
+                                 capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if commit.returncode != 0:
+        return None
+    return commit.stdout.strip() + ("+" if changed.stdout.strip() else "")
+
+
+def eval_record(args, results, global_step):
+    """eval.json: the results with what made them, the full arguments and the code's commit."""
+    return dict(algo=ALGO, env_id=args.env_id, seed=args.seed, eval_seed=args.eval_seed, global_step=global_step,
+                eps=args.eps, attack_steps=args.attack_steps, commit=git_commit(), args=asdict(args),
+                results=results)
+
+
+def record(stats, values):
+    """Add one update's losses to the epoch's lists; the epoch logs their means."""
+    for key, value in values.items():
+        stats.setdefault(key, []).append(value)
+
+
+def save_checkpoint(path, networks, args, obs_dim, act_dim, global_step):
+    """model.pt: the networks named in NETWORKS, with what rebuilds and checks them (load_checkpoint)."""
+    checkpoint = dict(algo=ALGO, env_id=args.env_id, args=asdict(args), obs_dim=obs_dim, act_dim=act_dim,
+                      global_step=global_step, **{name: {key: value.cpu() for key, value in networks[name].state_dict()
+                                                         .items()} for name in NETWORKS})
+    checkpoint["checksum"] = weights_checksum(checkpoint)
+    write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
+
+
+def weights_checksum(checkpoint):
+    """sha256 of the networks' tensors (the checkpoint's dicts of tensors, by name), written with model.pt: a file
+    whose weights changed after it was written is refused instead of evaluated."""
+    digest = hashlib.sha256()
+    for name in sorted(k for k, v in checkpoint.items() if isinstance(v, dict) and v
+                       and all(isinstance(t, torch.Tensor) for t in v.values())):
+        for key in sorted(checkpoint[name]):
+            digest.update(f"{name}.{key}".encode())
+            digest.update(checkpoint[name][key].cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+CHECKPOINTS = "checkpoints"  # model.pt of every evaluation, for the selected-iterate protocol (tools/select_iterate.py)
+
+
+def keep_checkpoint(run_dir, global_step):
+    """A copy of model.pt as checkpoints/step{N}.pt, so every evaluated iterate can be selected after training."""
+    folder = os.path.join(run_dir, CHECKPOINTS)
+
+    def copy(tmp):
+        os.makedirs(folder, exist_ok=True)
+        shutil.copyfile(os.path.join(run_dir, "model.pt"), tmp)
+
+    write_atomic(os.path.join(folder, f"step{global_step:010d}.pt"), copy)
+
+
+def better_than_best(natural, best, cost_limit):
+    """FSRL's rule for the best checkpoint: a feasible policy (cost <= limit) beats an infeasible one, and between
+    two feasible or two infeasible ones the higher return wins. natural and best are (return, cost) or None."""
+    if best is None:
+        return True
+    if best[1] > cost_limit:
+        return natural[1] <= cost_limit or natural[0] > best[0]
+    return natural[1] <= cost_limit and natural[0] > best[0]
+
+
+def load_checkpoint(args):
+    """Load --eval-checkpoint, check it against the command line, and rebuild its networks (NETWORKS)."""
+    path = args.eval_checkpoint
+    if os.path.isdir(path):
+        fail(f"checkpoint {path!r} is a directory, not a model.pt file")
+    if not os.path.isfile(path):
+        fail(f"checkpoint {path!r} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable file is the same bad input to the user
+        fail(f"checkpoint {path!r} is not a readable torch checkpoint ({type(exc).__name__})")
+    keys = ("algo", "env_id", "args", "obs_dim", "act_dim", *NETWORKS)
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in keys):
+        fail(f"checkpoint {path!r} is not a {ALGO}.py checkpoint (needs keys {', '.join(keys)})")
+    if ckpt["algo"] != ALGO:
+        fail(f"checkpoint {path!r} was written by {ckpt['algo']}.py, not {ALGO}.py")
+    if "checksum" in ckpt and ckpt["checksum"] != weights_checksum(ckpt):
+        fail(f"checkpoint {path!r} is corrupted: its weights do not match the checksum written with them")
+    if not all(torch.isfinite(t).all() for v in ckpt.values() if isinstance(v, dict)
+               for t in v.values() if isinstance(t, torch.Tensor)):
+        fail(f"checkpoint {path!r} is corrupted: it holds non-finite weights")
+    if args.env_id is not None and args.env_id != ckpt["env_id"]:
+        fail(f"checkpoint {path!r} was trained on {ckpt['env_id']}, not on --env-id {args.env_id}")
+    args.env_id, args.seed = ckpt["env_id"], ckpt["args"]["seed"]
+    if args.eps is None:
+        args.eps = ckpt["args"]["eps"]
+    resolve_args(args)
+    built = build_networks(ckpt["obs_dim"], ckpt["act_dim"])
+    networks = {name: built[name] for name in NETWORKS}
+    try:
+        for name, net in networks.items():
+            net.load_state_dict(ckpt[name])
+    except RuntimeError:
+        fail(f"checkpoint {path!r} holds networks of another shape than {ALGO}.py builds")
+    device = torch_device(args.device)
+    return {name: net.to(device) for name, net in networks.items()}, ckpt["global_step"]
+
+
+def eval_checkpoint(args):
+    networks, global_step = load_checkpoint(args)
+    out = args.eval_output or os.path.join(os.path.dirname(os.path.abspath(args.eval_checkpoint)),
+                                           "eval_checkpoint.json")
+    writable_file(out, "--eval-output")
+    video_dir = os.path.join(os.path.dirname(os.path.abspath(out)), "videos") if args.capture_video else None
+    results = evaluate(networks, args, video_dir=video_dir)
+    write_json(out, eval_record(args, results, global_step))
+    for attacker, r in results.items():
+        print(f"eval {attacker:8s} return {r['return_mean']:8.2f} +- {r['return_std']:.2f}  "
+              f"cost {r['cost_mean']:6.2f} +- {r['cost_std']:.2f}")
+    print(f"wrote {out}")
+
+
+STATE_FILE = "train_state.pt"  # everything --resume needs, rewritten atomically at every epoch end
 
 
 def pack_numpy_rng(state):
@@ -734,8 +959,6 @@ def load_train_state(run_dir):
     return state
 
 
-# flags added since runs may have begun, each with the value that repeats such a run on --resume
-ADDED_FLAGS = {}
 CLI_CONFIG = (tyro.conf.FlagCreatePairsOff,)  # a boolean flag is --flag alone, not --flag/--no-flag
 
 
@@ -749,6 +972,10 @@ def parse_args(argv=None):
         fail("--resume continues training and cannot be combined with --eval-checkpoint")
     state = load_train_state(args.resume)
     stored_args = {**ADDED_FLAGS, **state["args"]}
+    for name, value in REMOVED_FLAGS.items():
+        if stored_args.pop(name, value) != value:
+            fail(f"--resume {args.resume!r}: the run has --{name.replace('_', '-')} {state['args'][name]}, which "
+                 f"this version of {ALGO}.py no longer has")
     if set(stored_args) != {field.name for field in fields(Args)}:  # a flag added or removed since the run began
         fail(f"--resume {args.resume!r}: its stored arguments are not those of this version of {ALGO}.py")
     stored = Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored_args.items()})
@@ -796,130 +1023,6 @@ def interrupt(signum, frame):
     raise Terminated
 
 
-NETWORKS = ("actor", "value_r", "value_c", "qr", "qc")
-
-
-def save_checkpoint(path, networks, args, obs_dim, act_dim, global_step):
-    checkpoint = dict(algo=ALGO, env_id=args.env_id, args=asdict(args), obs_dim=obs_dim, act_dim=act_dim,
-                      global_step=global_step, **{name: {key: value.cpu() for key, value in net.state_dict().items()}
-                                                  for name, net in networks.items()})
-    checkpoint["checksum"] = weights_checksum(checkpoint)
-    write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
-
-
-def weights_checksum(checkpoint):
-    """sha256 of the networks' tensors (the checkpoint's dicts of tensors, by name), written with model.pt: a file
-    whose weights changed after it was written is refused instead of evaluated."""
-    digest = hashlib.sha256()
-    for name in sorted(k for k, v in checkpoint.items() if isinstance(v, dict) and v
-                       and all(isinstance(t, torch.Tensor) for t in v.values())):
-        for key in sorted(checkpoint[name]):
-            digest.update(f"{name}.{key}".encode())
-            digest.update(checkpoint[name][key].cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-CHECKPOINTS = "checkpoints"  # model.pt of every evaluation, for the selected-iterate protocol (tools/select_iterate.py)
-
-
-def keep_checkpoint(run_dir, global_step):
-    """A copy of model.pt as checkpoints/step{N}.pt, so every evaluated iterate can be selected after training."""
-    folder = os.path.join(run_dir, CHECKPOINTS)
-
-    def copy(tmp):
-        os.makedirs(folder, exist_ok=True)
-        shutil.copyfile(os.path.join(run_dir, "model.pt"), tmp)
-
-    write_atomic(os.path.join(folder, f"step{global_step:010d}.pt"), copy)
-
-
-def better_than_best(natural, best, cost_limit):
-    """FSRL's rule for the best checkpoint: a feasible policy (cost <= limit) beats an infeasible one, and between
-    two feasible or two infeasible ones the higher return wins. natural and best are (return, cost) or None."""
-    if best is None:
-        return True
-    if best[1] > cost_limit:
-        return natural[1] <= cost_limit or natural[0] > best[0]
-    return natural[1] <= cost_limit and natural[0] > best[0]
-
-
-def git_commit():
-    """The commit this script was run from, with "+" if its .py files differ from it; None outside a git checkout."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "*.py"], cwd=here,
-                                 capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if commit.returncode != 0:
-        return None
-    return commit.stdout.strip() + ("+" if changed.stdout.strip() else "")
-
-
-def eval_record(args, results, global_step):
-    """eval.json: the results with what made them, the full arguments and the code's commit."""
-    return dict(algo=ALGO, env_id=args.env_id, seed=args.seed, eval_seed=args.eval_seed, global_step=global_step,
-                eps=args.eps, attack_steps=args.attack_steps, commit=git_commit(), args=asdict(args),
-                results=results)
-
-
-def build_networks(obs_dim, act_dim):
-    return dict(actor=Actor(obs_dim, act_dim), value_r=mlp(obs_dim, 1), value_c=mlp(obs_dim, 1),
-                qr=QNetwork(obs_dim, act_dim), qc=QNetwork(obs_dim, act_dim))
-
-
-def load_checkpoint(args):
-    """Load --eval-checkpoint, check it against the command line, and rebuild the networks."""
-    path = args.eval_checkpoint
-    if os.path.isdir(path):
-        fail(f"checkpoint {path!r} is a directory, not a model.pt file")
-    if not os.path.isfile(path):
-        fail(f"checkpoint {path!r} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unreadable file is the same bad input to the user
-        fail(f"checkpoint {path!r} is not a readable torch checkpoint ({type(exc).__name__})")
-    keys = ("algo", "env_id", "args", "obs_dim", "act_dim", *NETWORKS)
-    if not isinstance(ckpt, dict) or any(k not in ckpt for k in keys):
-        fail(f"checkpoint {path!r} is not a {ALGO}.py checkpoint (needs keys {', '.join(keys)})")
-    if ckpt["algo"] != ALGO:
-        fail(f"checkpoint {path!r} was written by {ckpt['algo']}.py, not {ALGO}.py")
-    if "checksum" in ckpt and ckpt["checksum"] != weights_checksum(ckpt):
-        fail(f"checkpoint {path!r} is corrupted: its weights do not match the checksum written with them")
-    if not all(torch.isfinite(t).all() for v in ckpt.values() if isinstance(v, dict)
-               for t in v.values() if isinstance(t, torch.Tensor)):
-        fail(f"checkpoint {path!r} is corrupted: it holds non-finite weights")
-    if args.env_id is not None and args.env_id != ckpt["env_id"]:
-        fail(f"checkpoint {path!r} was trained on {ckpt['env_id']}, not on --env-id {args.env_id}")
-    args.env_id, args.seed = ckpt["env_id"], ckpt["args"]["seed"]
-    if args.eps is None:
-        args.eps = ckpt["args"]["eps"]
-    resolve_args(args)
-    networks = build_networks(ckpt["obs_dim"], ckpt["act_dim"])
-    try:
-        for name, net in networks.items():
-            net.load_state_dict(ckpt[name])
-    except RuntimeError:
-        fail(f"checkpoint {path!r} holds networks of another shape than {ALGO}.py builds")
-    device = torch_device(args.device)
-    return {name: net.to(device) for name, net in networks.items()}, ckpt["global_step"]
-
-
-def eval_checkpoint(args):
-    networks, global_step = load_checkpoint(args)
-    out = args.eval_output or os.path.join(os.path.dirname(os.path.abspath(args.eval_checkpoint)),
-                                           "eval_checkpoint.json")
-    writable_file(out, "--eval-output")
-    video_dir = os.path.join(os.path.dirname(os.path.abspath(out)), "videos") if args.capture_video else None
-    results = evaluate(networks["actor"], networks["qr"], networks["qc"], args, video_dir=video_dir)
-    write_json(out, eval_record(args, results, global_step))
-    for attacker, r in results.items():
-        print(f"eval {attacker:8s} return {r['return_mean']:8.2f} +- {r['return_std']:.2f}  "
-              f"cost {r['cost_mean']:6.2f} +- {r['cost_std']:.2f}")
-    print(f"wrote {out}")
-
-
 def torch_device(name):
     """--device: auto takes a GPU when torch sees one."""
     if name == "cuda" and not torch.cuda.is_available():
@@ -933,240 +1036,300 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def train(args, state=None):
-    run_dir = args.run_dir or os.path.join(args.output_dir, f"{args.env_id}__{ALGO}__{args.seed}__{int(time.time())}")
-    device = torch_device(args.device)
-    if state is None:
-        check_new_run_dir(run_dir)
-    seed_everything(args.seed)
-    envs = make_envs(args)
-    obs_dim = envs.single_observation_space.shape[0]
-    act_dim = envs.single_action_space.shape[0]
-    horizon = envs.envs[0].spec.max_episode_steps
-    episode_steps = args.num_envs * horizon
-    epoch_steps = whole_episodes(args.steps_per_epoch, episode_steps)
-    end_step = -(-args.total_timesteps // epoch_steps) * epoch_steps  # whole rollouts
-    steps = epoch_steps // args.num_envs  # vector steps per rollout
+class Batch(NamedTuple):
+    """Transitions sampled from the replay buffer, one row each."""
+    obs: torch.Tensor
+    act: torch.Tensor
+    rew: torch.Tensor
+    cost: torch.Tensor
+    next_obs: torch.Tensor
+    terminated: torch.Tensor
 
-    networks = build_networks(obs_dim, act_dim)
-    actor, value_r, value_c, qr, qc = (networks[name] for name in NETWORKS)
-    q_targets = [QNetwork(obs_dim, act_dim) for _ in range(2)]
-    for target, source in zip(q_targets, (qr, qc)):
-        target.load_state_dict(source.state_dict())
-        target.requires_grad_(False)
-    all_networks = dict(networks, target_qr=q_targets[0], target_qc=q_targets[1])
-    for net in all_networks.values():
-        net.to(device)
-    # fused Adam: the default CPU kernels slow down ~10x on tiny second moments (sqrt of near-denormals)
-    actor_opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr, fused=True)
-    critic_opt = torch.optim.Adam([*value_r.parameters(), *value_c.parameters()], lr=args.critic_lr, fused=True)
-    q_opt = torch.optim.Adam([*qr.parameters(), *qc.parameters()], lr=args.critic_lr, fused=True)
-    pid = PIDLagrangian(args.kp, args.ki, args.kd, args.cost_limit)
-    buffer = ReplayBuffer(args.q_buffer_size, obs_dim, act_dim)
-    rng = np.random.default_rng(args.seed)
 
-    shape = (steps, args.num_envs)
-    rollout = Rollout(steps, args.num_envs, obs_dim, act_dim)
-    progress_rows, eval_rows, best = [], [], None
-    ep_ret, ep_cost = np.zeros(args.num_envs), np.zeros(args.num_envs)
-    cumulative_cost, global_step, epoch, wall_time = 0.0, 0, 0, 0.0
-    obs, _ = envs.reset(seed=[args.seed + i for i in range(args.num_envs)])
-    resuming = state is not None and state["epoch"] > 0
-    if resuming:
-        for name, net in all_networks.items():
-            net.load_state_dict(state["networks"][name])
-        for name, opt in (("actor", actor_opt), ("critic", critic_opt), ("q", q_opt)):
-            opt.load_state_dict(state["optimizers"][name])
-        pid.integral, pid.prev_cost, pid.lam = state["pid"]
-        buffer.load_state_dict(state["buffer"])
-        progress_rows, eval_rows, best = state["progress_rows"], state["eval_rows"], state["best"]
-        cumulative_cost, global_step, epoch = state["cumulative_cost"], state["global_step"], state["epoch"]
-        wall_time = state["wall_time"]
-        obs = restore_envs(envs, state["envs"])
-        set_rng_state(state["rng"], rng)
 
-    def training_state():
-        return dict(algo=ALGO, args=asdict(args), episode_steps=episode_steps, epoch=epoch, global_step=global_step,
-                    wall_time=wall_time, networks={name: net.state_dict() for name, net in all_networks.items()},
-                    optimizers=dict(actor=actor_opt.state_dict(), critic=critic_opt.state_dict(),
-                                    q=q_opt.state_dict()),
-                    pid=(pid.integral, pid.prev_cost, pid.lam), buffer=buffer.state_dict(),
-                    progress_rows=progress_rows, eval_rows=eval_rows, best=best, cumulative_cost=cumulative_cost,
-                    envs=env_state(envs, obs), rng=rng_state(rng))
+class ReplayBuffer:
+    def __init__(self, capacity, obs_dim, act_dim):
+        self.obs = np.zeros((capacity, obs_dim), np.float32)
+        self.next_obs = np.zeros((capacity, obs_dim), np.float32)
+        self.act = np.zeros((capacity, act_dim), np.float32)
+        self.rew = np.zeros(capacity, np.float32)
+        self.cost = np.zeros(capacity, np.float32)
+        self.terminated = np.zeros(capacity, np.float32)
+        self.capacity, self.ptr, self.size = capacity, 0, 0
 
-    make_run_dir(run_dir)
-    state_path = os.path.join(run_dir, STATE_FILE)
-    if resuming:
-        drop_events_after(run_dir, global_step)
-    tracker = start_tracking(args, run_dir) if args.track else None
-    writer = SummaryWriter(run_dir, purge_step=None if state is None else global_step + 1)
-    if not resuming:
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in
-                                                                                vars(args).items()))
-        write_atomic(state_path, lambda tmp: torch.save(dict(algo=ALGO, args=asdict(args), episode_steps=episode_steps,
-                                                             epoch=0, global_step=0), tmp))
-    if os.path.exists(os.path.join(run_dir, "eval.json")):
-        os.remove(os.path.join(run_dir, "eval.json"))  # an extended run is unfinished again
-    print(f"run directory: {run_dir}" + (f" (resumed at step {global_step:,}, epoch {epoch})" if resuming else ""),
-          flush=True)
-    if epoch_steps != args.steps_per_epoch or end_step != args.total_timesteps:
-        print(f"epochs of {epoch_steps:,} env steps, {end_step:,} in all: whole episodes of {horizon} steps in each "
-              f"of the {args.num_envs} envs", flush=True)
-    session_start, session_start_step, saved_step, saved_epoch = time.time(), global_step, global_step, epoch
+    def add(self, obs, act, rew, cost, next_obs, terminated):
+        n = len(obs)
+        idx = (self.ptr + np.arange(n)) % self.capacity
+        self.obs[idx], self.act[idx], self.rew[idx], self.cost[idx] = obs, act, rew, cost
+        self.next_obs[idx], self.terminated[idx] = next_obs, terminated
+        self.ptr = (self.ptr + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
 
-    try:
-        while global_step < end_step:
-            epoch_time = time.time()
-            epoch_returns, epoch_costs = [], []
-            for _ in range(steps):
-                with torch.no_grad():
-                    mean, std = actor(torch.as_tensor(obs, dtype=torch.float32, device=device))
-                    act = mean + std * torch.randn_like(mean)
-                    logp = gaussian_log_prob(mean, std, act)
-                # the env sees the clipped action; PPO's ratio uses the sampled one
-                next_obs, rew, terminated, truncated, infos = envs.step(act.clamp(-1, 1).cpu().numpy())
-                cost = step_costs(infos, args.num_envs)
-                real_next_obs = next_obs.copy()
-                for i in np.flatnonzero(infos.get("_final_observation", np.zeros(args.num_envs, bool))):
-                    real_next_obs[i] = infos["final_observation"][i]
-                rollout.add(obs, act.cpu().numpy(), rew, cost, real_next_obs, terminated, truncated, logp.cpu().numpy())
-                buffer.add(obs, act.clamp(-1, 1).cpu().numpy(), rew, cost, real_next_obs, terminated)
-                obs = next_obs
-                global_step += args.num_envs
-                cumulative_cost += float(cost.sum())
-                ep_ret += rew
-                ep_cost += cost
-                for i in np.flatnonzero(terminated | truncated):
-                    writer.add_scalar("charts/episodic_return", ep_ret[i], global_step)
-                    writer.add_scalar("charts/episodic_cost", ep_cost[i], global_step)
-                    writer.add_scalar("charts/cumulative_cost", cumulative_cost, global_step)
-                    epoch_returns.append(ep_ret[i])
-                    epoch_costs.append(ep_cost[i])
-                    ep_ret[i] = ep_cost[i] = 0.0
-            rollout_sps = steps * args.num_envs / (time.time() - epoch_time)
+    FIELDS = ("obs", "next_obs", "act", "rew", "cost", "terminated")
 
-            # PID Lagrangian on the rollout's mean episodic cost (the running episode's cost if none finished)
-            lam = pid.update(float(np.mean(epoch_costs)) if epoch_costs else float(ep_cost.mean()))
-            flat_obs = torch.as_tensor(rollout.obs.reshape(-1, obs_dim), device=device)
-            with torch.no_grad():
-                values = [v(flat_obs).reshape(shape).cpu().numpy() for v in (value_r, value_c)]
-                next_obs_t = torch.as_tensor(rollout.next_obs.reshape(-1, obs_dim), device=device)
-                next_values = [v(next_obs_t).reshape(shape).cpu().numpy() for v in (value_r, value_c)]
-            adv_r, ret_r = gae(rollout.rew, values[0], next_values[0], rollout.terminated, rollout.episode_end,
-                               args.gamma, args.gae_lambda)
-            adv_c, ret_c = gae(rollout.cost, values[1], next_values[1], rollout.terminated, rollout.episode_end,
-                               args.gamma, args.gae_lambda)
-            data = EpochData(flat_obs, torch.as_tensor(rollout.act.reshape(-1, act_dim), device=device),
-                             torch.as_tensor(rollout.logp.reshape(-1), dtype=torch.float32, device=device),
-                             normalise(torch.as_tensor(adv_r.reshape(-1), dtype=torch.float32, device=device)),
-                             normalise(torch.as_tensor(adv_c.reshape(-1), dtype=torch.float32, device=device)),
-                             torch.as_tensor(ret_r.reshape(-1), dtype=torch.float32, device=device),
-                             torch.as_tensor(ret_c.reshape(-1), dtype=torch.float32, device=device))
-            n = len(flat_obs)
-            actor_steps_done, stats = 0, {}
-            for _ in range(args.actor_steps):
-                idx = torch.as_tensor(rng.integers(0, n, args.minibatch_size), device=device)
-                loss, approx_kl = ppol_loss(actor, data.obs[idx], data.act[idx], data.logp[idx], data.adv_r[idx],
-                                            data.adv_c[idx], lam, args.clip_coef)
-                record(stats, {"losses/policy_loss": loss.item(), "losses/approx_kl": approx_kl.item()})
-                if approx_kl > 1.5 * args.target_kl:
-                    break
-                actor_opt.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
-                actor_opt.step()
-                actor_steps_done += 1
-            for _ in range(args.critic_steps):
-                idx = torch.as_tensor(rng.integers(0, n, args.minibatch_size), device=device)
-                v_loss = F.mse_loss(value_r(data.obs[idx]).squeeze(-1), data.ret_r[idx]) + \
-                    F.mse_loss(value_c(data.obs[idx]).squeeze(-1), data.ret_c[idx])
-                record(stats, {"losses/value_loss": v_loss.item()})
-                critic_opt.zero_grad()
-                v_loss.backward()
-                nn.utils.clip_grad_norm_([*value_r.parameters(), *value_c.parameters()], args.max_grad_norm)
-                critic_opt.step()
-            q_loss = update_attack_critics(buffer, actor, qr, qc, q_targets, q_opt, args, rng)
+    def state_dict(self):
+        return dict(ptr=self.ptr, size=self.size, **{f: torch.from_numpy(getattr(self, f)[:self.size].copy())
+                                                     for f in self.FIELDS})
 
-            epoch += 1
-            sps = steps * args.num_envs / (time.time() - epoch_time)
-            for key, value in {"charts/SPS": sps, "charts/rollout_SPS": rollout_sps, "losses/lam": lam,
-                               "losses/q_loss": q_loss, "losses/actor_steps": actor_steps_done,
-                               **{key: float(np.mean(values)) for key, values in stats.items()}}.items():
-                writer.add_scalar(key, value, global_step)
-            mean_ret = float(np.mean(epoch_returns)) if epoch_returns else float("nan")
-            mean_cost = float(np.mean(epoch_costs)) if epoch_costs else float("nan")
-            wall_time += time.time() - epoch_time
-            progress_rows.append(dict(epoch=epoch, global_step=global_step, episodic_return=mean_ret,
-                                      episodic_cost=mean_cost, cumulative_cost=cumulative_cost, SPS=round(sps, 1),
-                                      wall_time=round(wall_time, 1)))
-            write_csv(os.path.join(run_dir, "progress.csv"), progress_rows)
-            minutes_left = ((time.time() - session_start) / 60 * (end_step - global_step)
-                            / max(global_step - session_start_step, 1))
-            eta = f"ETA {minutes_left:.1f} min"
-            print(f"epoch {epoch} | step {global_step:,}/{end_step:,} ({100 * global_step / end_step:.0f}%) | "
-                  f"{wall_time / 60:.1f} min, {eta} | SPS {sps:.0f} | return {mean_ret:.1f} "
-                  f"cost {mean_cost:.2f} | lam {lam:.3g} actor steps {actor_steps_done}", flush=True)
-            last = global_step >= end_step
-            eval_start = time.time()
-            if last or (args.eval_every and epoch % args.eval_every == 0):
-                save_checkpoint(os.path.join(run_dir, "model.pt"), networks, args, obs_dim, act_dim, global_step)
-                keep_checkpoint(run_dir, global_step)
-                attackers, episodes = (None, None) if last else (args.eval_every_attackers, args.eval_every_episodes)
-                video_dir = os.path.join(run_dir, "videos") if last and args.capture_video else None
-                results = evaluate(actor, qr, qc, args, attackers, episodes, video_dir)
-                if video_dir and tracker:
-                    track_videos(tracker, video_dir)
-                for attacker, r in results.items():
-                    writer.add_scalar(f"eval/{attacker}/return", r["return_mean"], global_step)
-                    writer.add_scalar(f"eval/{attacker}/cost", r["cost_mean"], global_step)
-                    eval_rows.append(dict(epoch=epoch, global_step=global_step,
-                                          wall_time=progress_rows[-1]["wall_time"], attacker=attacker,
-                                          return_mean=r["return_mean"], cost_mean=r["cost_mean"],
-                                          episodes=r["episodes"]))
-                    print(f"eval {attacker:8s} return {r['return_mean']:8.2f} +- {r['return_std']:.2f}  "
-                          f"cost {r['cost_mean']:6.2f} +- {r['cost_std']:.2f}", flush=True)
-                write_csv(os.path.join(run_dir, "evals.csv"), eval_rows)
-                natural = results.get("none")
-                if natural and better_than_best((natural["return_mean"], natural["cost_mean"]), best, args.cost_limit):
-                    best = (natural["return_mean"], natural["cost_mean"])
-                    save_checkpoint(os.path.join(run_dir, "model_best.pt"), networks, args, obs_dim, act_dim,
-                                    global_step)
-                    print(f"model_best.pt: return {best[0]:.2f} cost {best[1]:.2f} at step {global_step}", flush=True)
-                if last:
-                    write_json(os.path.join(run_dir, "eval.json"), eval_record(args, results, global_step))
-            wall_time += time.time() - eval_start
-            write_atomic(state_path, lambda tmp: torch.save(training_state(), tmp))
-            saved_step, saved_epoch = global_step, epoch
-    except KeyboardInterrupt as stop:
-        print(f"{ALGO}.py: stopped at step {global_step:,} of {end_step:,}; continue from the last epoch end "
-              f"(step {saved_step:,}) with: python {ALGO}.py --resume {run_dir}", file=sys.stderr, flush=True)
-        sys.exit(getattr(stop, "exit_status", 130))
-    except TrainingError as exc:
-        print(f"{ALGO}.py: error: {exc} at step {global_step:,}", file=sys.stderr, flush=True)
-        sys.exit(1)
-    except WriteError as exc:
-        print(f"{ALGO}.py: error: {exc} at step {global_step:,}; the last good state is step {saved_step:,}, epoch "
-              f"{saved_epoch}; make room and continue with: python {ALGO}.py --resume {run_dir}", file=sys.stderr,
+    def load_state_dict(self, state):
+        self.ptr, self.size = state["ptr"], state["size"]
+        for f in self.FIELDS:
+            getattr(self, f)[:self.size] = state[f].numpy()
+
+    def sample(self, n, rng, device):
+        idx = rng.integers(0, self.size, n)
+        return Batch(*(torch.as_tensor(getattr(self, field)[idx], device=device) for field in Batch._fields))
+
+
+
+def pack(value):
+    """A training state's value in the types torch.load(weights_only=True) reads: what has a state_dict() gives it."""
+    if hasattr(value, "state_dict"):
+        return value.state_dict()
+    if is_dataclass(value):
+        return asdict(value)
+    if isinstance(value, dict):
+        return {key: pack(item) for key, item in value.items()}
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return list(value) if isinstance(value, list) else value
+
+
+def unpack(value, saved):
+    """`value` restored from what pack() made of it: objects load their state in place, the rest is replaced."""
+    if hasattr(value, "load_state_dict"):
+        value.load_state_dict(saved)
+        return value
+    if is_dataclass(value):  # a list: its fields' values, as states saved before it was named hold them
+        return type(value)(*saved) if isinstance(saved, list) else type(value)(**saved)
+    if isinstance(value, dict):
+        return {key: unpack(item, saved[key]) for key, item in value.items()}
+    if isinstance(value, np.ndarray):
+        return np.array(saved)
+    return list(saved) if isinstance(value, list) else saved
+
+
+class EnvStep(NamedTuple):
+    """One step of the training envs: next_obs after auto-reset, real_next_obs the step's own (the last observation
+    of an episode that ended), and the cost per env."""
+    next_obs: np.ndarray
+    rew: np.ndarray
+    cost: np.ndarray
+    real_next_obs: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+
+
+class Run:
+    """A training run around the algorithm's loop: the envs, the step and epoch counters, the episodes' statistics,
+    TensorBoard, progress.csv and the progress line, the evaluations with their checkpoints, and the training state
+    (the algorithm's, given to start(), with the run's own), saved at every epoch end so that --resume continues the
+    run bit for bit. `with run:` around the loop turns Ctrl-C, SIGTERM, a TrainingError or a failed write into one
+    line on stderr. whole_rollouts: the run ends on an epoch end (on-policy), not on the first episode end."""
+
+    def __init__(self, args, saved=None, whole_rollouts=False):
+        self.args, self.saved = args, saved
+        self.dir = args.run_dir or os.path.join(args.output_dir, f"{args.env_id}__{ALGO}__{args.seed}__"
+                                                                 f"{int(time.time())}")
+        self.device = torch_device(args.device)
+        if saved is None:
+            check_new_run_dir(self.dir)
+        seed_everything(args.seed)
+        self.envs = make_envs(args)
+        self.obs_dim = self.envs.single_observation_space.shape[0]
+        self.act_dim = self.envs.single_action_space.shape[0]
+        self.horizon = self.envs.envs[0].spec.max_episode_steps
+        self.episode_steps = args.num_envs * self.horizon
+        self.epoch_steps = whole_episodes(args.steps_per_epoch, self.episode_steps)
+        self.end_step = (-(-args.total_timesteps // self.epoch_steps) * self.epoch_steps if whole_rollouts
+                         else whole_episodes(args.total_timesteps, self.episode_steps))
+        self.rng = np.random.default_rng(args.seed)
+        self.global_step, self.epoch, self.wall_time, self.cumulative_cost = 0, 0, 0.0, 0.0
+        self.progress_rows, self.eval_rows, self.best = [], [], None
+        self.ep_ret, self.ep_cost = np.zeros(args.num_envs), np.zeros(args.num_envs)
+        self.epoch_returns, self.epoch_costs = [], []
+
+    @property
+    def finished(self):
+        return self.global_step >= self.end_step
+
+    def start(self, state):
+        """The first observations, with the run's files opened; with --resume, the algorithm's state (a dataclass,
+        restored field by field), the counters, the RNGs and the envs as they stood at the last epoch end."""
+        args, saved = self.args, self.saved
+        self.state = state
+        obs, _ = self.envs.reset(seed=[args.seed + i for i in range(args.num_envs)])
+        resuming = saved is not None and saved["epoch"] > 0
+        if resuming:
+            for field in fields(state):
+                setattr(state, field.name, unpack(getattr(state, field.name), saved[field.name]))
+            self.progress_rows, self.eval_rows, self.best = saved["progress_rows"], saved["eval_rows"], saved["best"]
+            self.cumulative_cost, self.global_step = saved["cumulative_cost"], saved["global_step"]
+            self.epoch, self.wall_time = saved["epoch"], saved["wall_time"]
+            obs = restore_envs(self.envs, saved["envs"])
+            set_rng_state(saved["rng"], self.rng)
+        make_run_dir(self.dir)
+        self.state_path = os.path.join(self.dir, STATE_FILE)
+        if resuming:
+            drop_events_after(self.dir, self.global_step)
+        self.tracker = start_tracking(args, self.dir) if args.track else None
+        self.writer = SummaryWriter(self.dir, purge_step=None if saved is None else self.global_step + 1)
+        if not resuming:
+            self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
+                f"|{key}|{value}|" for key, value in vars(args).items()))
+            write_atomic(self.state_path, lambda tmp: torch.save(dict(
+                algo=ALGO, args=asdict(args), episode_steps=self.episode_steps, epoch=0, global_step=0), tmp))
+        if os.path.exists(os.path.join(self.dir, "eval.json")):
+            os.remove(os.path.join(self.dir, "eval.json"))  # an extended run is unfinished again
+        print(f"run directory: {self.dir}" + (f" (resumed at step {self.global_step:,}, epoch {self.epoch})"
+                                              if resuming else ""), flush=True)
+        if self.epoch_steps != args.steps_per_epoch or self.end_step != args.total_timesteps:
+            print(f"epochs of {self.epoch_steps:,} env steps, {self.end_step:,} in all: whole episodes of "
+                  f"{self.horizon} steps in each of the {args.num_envs} envs", flush=True)
+        self.session_start, self.session_start_step = time.time(), self.global_step
+        self.saved_step, self.saved_epoch = self.global_step, self.epoch
+        self.epoch_time, self.epoch_start_step = time.time(), self.global_step
+        return obs
+
+    def step(self, act):
+        """One step of the training envs, counted, with each episode that ended logged."""
+        next_obs, rew, terminated, truncated, infos = self.envs.step(act)
+        n = self.args.num_envs
+        cost = step_costs(infos, n)
+        real_next_obs = next_obs.copy()
+        for i in np.flatnonzero(infos.get("_final_observation", np.zeros(n, bool))):
+            real_next_obs[i] = infos["final_observation"][i]
+        self.global_step += n
+        self.cumulative_cost += float(cost.sum())
+        self.ep_ret += rew
+        self.ep_cost += cost
+        for i in np.flatnonzero(terminated | truncated):
+            self.writer.add_scalar("charts/episodic_return", self.ep_ret[i], self.global_step)
+            self.writer.add_scalar("charts/episodic_cost", self.ep_cost[i], self.global_step)
+            self.writer.add_scalar("charts/cumulative_cost", self.cumulative_cost, self.global_step)
+            self.epoch_returns.append(self.ep_ret[i])
+            self.epoch_costs.append(self.ep_cost[i])
+            self.ep_ret[i] = self.ep_cost[i] = 0.0
+        return EnvStep(next_obs, rew, cost, real_next_obs, terminated, truncated)
+
+    def epoch_over(self):
+        return self.global_step - self.epoch_start_step >= self.epoch_steps or self.finished
+
+    def end_epoch(self, obs, stats, scalars=None):
+        """Log the epoch (TensorBoard: SPS, the means of the updates' stats, scalars; a progress.csv row; the progress
+        line with the PROGRESS keys), evaluate every --eval-every epochs and at the end, and save the training state
+        (obs: the envs' observations, which all just reset). Empties stats for the next epoch."""
+        args, step = self.args, self.global_step
+        self.epoch += 1
+        sps = (step - self.epoch_start_step) / (time.time() - self.epoch_time)
+        logged = {"charts/SPS": sps, **(scalars or {}),
+                  **{key: float(np.mean(values)) for key, values in stats.items()}}
+        stats.clear()
+        for key, value in logged.items():
+            self.writer.add_scalar(key, value, step)
+        mean_ret = float(np.mean(self.epoch_returns)) if self.epoch_returns else float("nan")
+        mean_cost = float(np.mean(self.epoch_costs)) if self.epoch_costs else float("nan")
+        self.epoch_returns, self.epoch_costs = [], []
+        self.wall_time += time.time() - self.epoch_time
+        self.progress_rows.append(dict(epoch=self.epoch, global_step=step, episodic_return=mean_ret,
+                                       episodic_cost=mean_cost, cumulative_cost=self.cumulative_cost,
+                                       SPS=round(sps, 1), wall_time=round(self.wall_time, 1)))
+        write_csv(os.path.join(self.dir, "progress.csv"), self.progress_rows)
+        if self.epoch_start_step < getattr(args, "learning_starts", 0):  # random actions: faster than updates
+            self.session_start, self.session_start_step = time.time(), step
+        minutes_left = ((time.time() - self.session_start) / 60 * (self.end_step - step)
+                        / max(step - self.session_start_step, 1))
+        eta = f"ETA {minutes_left:.1f} min" if step > self.session_start_step else "ETA after updates start"
+        print(f"epoch {self.epoch} | step {step:,}/{self.end_step:,} ({100 * step / self.end_step:.0f}%) | "
+              f"{self.wall_time / 60:.1f} min, {eta} | SPS {sps:.0f} | return {mean_ret:.1f} cost {mean_cost:.2f} | "
+              + " ".join(f"{label} {logged[key]:.3g}" for label, key in PROGRESS.items() if key in logged),
               flush=True)
-        sys.exit(1)
-    envs.close()
-    writer.close()
-    if tracker:
-        tracker.finish()
-    print(f"run directory: {run_dir}")
+        eval_start = time.time()
+        if self.finished or (args.eval_every and self.epoch % args.eval_every == 0):
+            self.evaluate()
+        self.wall_time += time.time() - eval_start
+        write_atomic(self.state_path, lambda tmp: torch.save(self.training_state(obs), tmp))
+        self.saved_step, self.saved_epoch = step, self.epoch
+        self.epoch_start_step, self.epoch_time = step, time.time()  # evaluation time is not training time
+
+    def evaluate(self):
+        """model.pt and its copy in checkpoints/, the evaluation under the attackers (evals.csv, TensorBoard),
+        model_best.pt when the natural evaluation is the best so far, and at the end eval.json."""
+        args, step, last = self.args, self.global_step, self.finished
+        save_checkpoint(os.path.join(self.dir, "model.pt"), self.state.networks, args, self.obs_dim, self.act_dim,
+                        step)
+        keep_checkpoint(self.dir, step)
+        attackers, episodes = (None, None) if last else (args.eval_every_attackers, args.eval_every_episodes)
+        video_dir = os.path.join(self.dir, "videos") if last and args.capture_video else None
+        results = evaluate(self.state.networks, args, attackers, episodes, video_dir)
+        if video_dir and self.tracker:
+            track_videos(self.tracker, video_dir)
+        for attacker, r in results.items():
+            self.writer.add_scalar(f"eval/{attacker}/return", r["return_mean"], step)
+            self.writer.add_scalar(f"eval/{attacker}/cost", r["cost_mean"], step)
+            self.eval_rows.append(dict(epoch=self.epoch, global_step=step,
+                                       wall_time=self.progress_rows[-1]["wall_time"], attacker=attacker,
+                                       return_mean=r["return_mean"], cost_mean=r["cost_mean"], episodes=r["episodes"]))
+            print(f"eval {attacker:8s} return {r['return_mean']:8.2f} +- {r['return_std']:.2f}  "
+                  f"cost {r['cost_mean']:6.2f} +- {r['cost_std']:.2f}", flush=True)
+        write_csv(os.path.join(self.dir, "evals.csv"), self.eval_rows)
+        natural = results.get("none")
+        if natural and better_than_best((natural["return_mean"], natural["cost_mean"]), self.best, args.cost_limit):
+            self.best = (natural["return_mean"], natural["cost_mean"])
+            save_checkpoint(os.path.join(self.dir, "model_best.pt"), self.state.networks, args, self.obs_dim,
+                            self.act_dim, step)
+            print(f"model_best.pt: return {self.best[0]:.2f} cost {self.best[1]:.2f} at step {step}", flush=True)
+        if last:
+            write_json(os.path.join(self.dir, "eval.json"), eval_record(args, results, step))
+
+    def training_state(self, obs):
+        """Everything --resume needs: the run's counters, files' rows, RNGs and envs, and the algorithm's state."""
+        return dict(algo=ALGO, args=asdict(self.args), episode_steps=self.episode_steps, epoch=self.epoch,
+                    global_step=self.global_step, wall_time=self.wall_time, progress_rows=self.progress_rows,
+                    eval_rows=self.eval_rows, best=self.best, cumulative_cost=self.cumulative_cost,
+                    envs=env_state(self.envs, obs), rng=rng_state(self.rng),
+                    **{field.name: pack(getattr(self.state, field.name)) for field in fields(self.state)})
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, traceback):
+        where = f"at step {self.global_step:,}"
+        if isinstance(exc, KeyboardInterrupt):
+            print(f"{ALGO}.py: stopped {where} of {self.end_step:,}; continue from the last epoch end (step "
+                  f"{self.saved_step:,}) with: python {ALGO}.py --resume {self.dir}", file=sys.stderr, flush=True)
+            sys.exit(getattr(exc, "exit_status", 130))
+        if isinstance(exc, TrainingError):
+            print(f"{ALGO}.py: error: {exc} {where}", file=sys.stderr, flush=True)
+            sys.exit(1)
+        if isinstance(exc, WriteError):
+            print(f"{ALGO}.py: error: {exc} {where}; the last good state is step {self.saved_step:,}, epoch "
+                  f"{self.saved_epoch}; make room and continue with: python {ALGO}.py --resume {self.dir}",
+                  file=sys.stderr, flush=True)
+            sys.exit(1)
+        if exc is None:
+            self.envs.close()
+            self.writer.close()
+            if self.tracker:
+                self.tracker.finish()
+            print(f"run directory: {self.dir}")
 
 
-if __name__ == "__main__":
+def main():
     signal.signal(signal.SIGTERM, interrupt)  # a cluster's preemption stops the run as Ctrl-C does
     try:
-        args, state = parse_args()
+        args, saved = parse_args()
         torch.set_num_threads(max(1, args.threads))
         if args.eval_checkpoint:
             eval_checkpoint(args)
         else:
-            train(resolve_args(args), state)
+            train(resolve_args(args), saved)
     except KeyboardInterrupt as stop:
         print(f"{ALGO}.py: stopped before the first epoch ended", file=sys.stderr)
         sys.exit(getattr(stop, "exit_status", 130))
     except WriteError as exc:
         raise SystemExit(f"{ALGO}.py: error: {exc}")
+
+
+if __name__ == "__main__":
+    main()

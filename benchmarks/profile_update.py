@@ -67,7 +67,7 @@ def parts(env_id):
     args, cvpo_args, actor, target_actor, critics, targets, critic_opt, actor_opt, batch, _, _ = setup(env_id)
     obs = batch[0]
     x0 = np.array([1.0, 1.0])
-    particles, weights, _, _ = cvpo.e_step(obs, target_actor, *targets, args.num_particles, args.estep_kl, 1.5, x0)
+    particles, weights, _, _ = cvpo.e_step(obs, target_actor, targets, x0, 1.5, args)
     n, k = particles.shape[:2]
     flat_obs = obs.unsqueeze(1).expand(-1, k, -1).reshape(n * k, -1)
     flat_act = particles.reshape(n * k, -1).clamp(-1, 1)
@@ -85,14 +85,13 @@ def parts(env_id):
         "critics": lambda: cvpo.update_critics(batch, *critics, targets, target_actor, critic_opt, 0.99),
         f"E-step particle Q ({n} x {k} rows, 3 critics)": particle_q,
         "E-step dual solve": lambda: cvpo.solve_dual(qr, qc, args.estep_kl, 1.5, x0, args.lam_max),
-        "E-step (whole)": lambda: cvpo.e_step(obs, target_actor, *targets, args.num_particles, args.estep_kl, 1.5, x0,
-                                              args.lam_max),
+        "E-step (whole)": lambda: cvpo.e_step(obs, target_actor, targets, x0, 1.5, args),
         f"SAFER attack ({args.train_attack_steps} MC steps)": lambda: critic_attack(
             obs, args.eps, actor, critics[2], args.train_attack_steps, args.attack_lr),
         f"CVPO M-step ({cvpo_args.mstep_iters} iterations)": lambda: cvpo.m_step(
-            actor, target_actor, actor_opt, obs, particles, weights, [1.0, 1.0], cvpo_args),
+            actor, target_actor, actor_opt, obs, particles, weights, cvpo.MStepDuals(), cvpo_args),
         f"SAFER robust M-step ({args.mstep_iters} iterations)": lambda: safer.robust_m_step(
-            actor, target_actor, actor_opt, obs, obs_adv, particles, weights, [1.0, 1.0, 1.0], args),
+            actor, target_actor, actor_opt, obs, obs_adv, particles, weights, safer.MStepDuals(), args),
     }
 
 
@@ -106,16 +105,14 @@ def whole_updates(env_id, particles, iters):
 
     def cvpo_update():
         cvpo.update_critics(batch, *critics, targets, target_actor, critic_opt, 0.99)
-        particles_, weights, _, _ = cvpo.e_step(obs, target_actor, *targets, particles, args.estep_kl, 1.5, x0,
-                                                args.lam_max)
-        cvpo.m_step(actor, target_actor, actor_opt, obs, particles_, weights, [1.0, 1.0], cvpo_args)
+        particles_, weights, _, _ = cvpo.e_step(obs, target_actor, targets, x0, 1.5, cvpo_args)
+        cvpo.m_step(actor, target_actor, actor_opt, obs, particles_, weights, cvpo.MStepDuals(), cvpo_args)
 
     def safer_update():
         cvpo.update_critics(batch, *critics, targets, target_actor, critic_opt, 0.99)
-        particles_, weights, _, _ = safer.e_step(obs, target_actor, *targets, particles, args.estep_kl, 1.5, x0,
-                                                 args.lam_max)
+        particles_, weights, _, _ = safer.e_step(obs, target_actor, targets, x0, 1.5, args)
         obs_adv = critic_attack(obs, args.eps, actor, critics[2], args.train_attack_steps, args.attack_lr)
-        safer.robust_m_step(actor, target_actor, actor_opt, obs, obs_adv, particles_, weights, [1.0] * 4, args)
+        safer.robust_m_step(actor, target_actor, actor_opt, obs, obs_adv, particles_, weights, safer.MStepDuals(), args)
 
     return cvpo_update, safer_update
 

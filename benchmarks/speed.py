@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -97,20 +98,20 @@ def update_breakdown(env_id, repeats=10):
     n = args.batch_size
     batch = [torch.randn(n, obs_dim), torch.rand(n, act_dim) * 2 - 1, torch.randn(n), torch.rand(n),
              torch.randn(n, obs_dim), torch.zeros(n)]
-    particles, weights, _, _ = cvpo.e_step(batch[0], target_actor, *targets, args.num_particles, args.estep_kl, 1.5,
-                                           np.array([1.0, 1.0]))
+    particles, weights, _, _ = cvpo.e_step(batch[0], target_actor, targets, np.array([1.0, 1.0]), 1.5, args)
     obs_adv = critic_attack(batch[0], args.eps, actor, critics[2], args.train_attack_steps)
     return {
         "critics": timed(lambda: cvpo.update_critics(batch, *critics, targets, target_actor, critic_opt, 0.99),
                          repeats),
-        "E-step": timed(lambda: cvpo.e_step(batch[0], target_actor, *targets, args.num_particles, args.estep_kl,
-                                            1.5, np.array([1.0, 1.0])), repeats),
+        "E-step": timed(lambda: cvpo.e_step(batch[0], target_actor, targets, np.array([1.0, 1.0]), 1.5, args),
+                        repeats),
         f"SAFER attack ({args.train_attack_steps} steps)": timed(
             lambda: critic_attack(batch[0], args.eps, actor, critics[2], args.train_attack_steps), repeats),
         "CVPO M-step": timed(lambda: cvpo.m_step(actor, target_actor, actor_opt, batch[0], particles, weights,
-                                                 [1.0, 1.0], cvpo_args), repeats),
+                                                 cvpo.MStepDuals(), cvpo_args), repeats),
         "SAFER robust M-step": timed(lambda: safer.robust_m_step(actor, target_actor, actor_opt, batch[0], obs_adv,
-                                                                 particles, weights, [1.0, 1.0, 1.0], args), repeats),
+                                                                 particles, weights, safer.MStepDuals(), args),
+                                     repeats),
     }
 
 
@@ -155,13 +156,14 @@ def e_step_cost(n, k, repeats=5):
     obs = torch.randn(n, 8)
     rng = np.random.default_rng(0)
     qr, qc = rng.normal(size=(n, k)), rng.uniform(0, 3, (n, k))
+    args = dataclasses.replace(cvpo.resolve_args(cvpo.Args()), num_particles=k, estep_kl=0.1)
     start = time.perf_counter()
     for _ in range(repeats):
         cvpo.solve_dual(qr, qc, 0.1, 1.5, np.array([1.0, 1.0]))
     dual = (time.perf_counter() - start) / repeats
     start = time.perf_counter()
     for _ in range(repeats):
-        cvpo.e_step(obs, actor, *critics, k, 0.1, 1.5, np.array([1.0, 1.0]))
+        cvpo.e_step(obs, actor, critics, np.array([1.0, 1.0]), 1.5, args)
     return dual, (time.perf_counter() - start) / repeats
 
 

@@ -9,7 +9,7 @@ last ten evaluations; written: the points (JSON) and the two curves against wall
     python benchmarks/time_to_quality.py --pair cvpo-fsrl --fsrl ~/FSRL --fsrl-python ~/fsrl-venv/bin/python \
         --minutes 21
     python benchmarks/time_to_quality.py --pair safer-cvpo --minutes 60
-    python benchmarks/time_to_quality.py --pair cvpo-cvpo --extra-second='--estep-solver adam'
+    python benchmarks/time_to_quality.py --pair cvpo-cvpo --extra-second='--preset fast'
 
 FSRL is not a dependency: clone it (github.com/liuzuxin/FSRL) and install it in a venv of its own
 (pip install torch==2.13.0 ./FSRL bullet-safety-gym==1.4.0); --fsrl-python is that venv's python.

@@ -176,9 +176,8 @@ def test_evaluation_under_an_attacker_does_not_depend_on_what_ran_before(tmp_pat
     could start differently from the same attacker evaluated alone."""
     torch.manual_seed(0)
     args = cvpo.resolve_args(cvpo.Args(env_id="SafetyCarCircle-v0"))
-    networks = [cvpo.Actor(8, 2), *(cvpo.QNetwork(8, 2) for _ in range(3))]
     ckpt = tmp_path / "model.pt"
-    cvpo.save_checkpoint(str(ckpt), *networks, args, 8, 2, 0)
+    cvpo.save_checkpoint(str(ckpt), cvpo.build_networks(8, 2), args, 8, 2, 0)
     results = {}
     for attackers in (["none", "mc"], ["mc"]):
         out = tmp_path / f"{'_'.join(attackers)}.json"

@@ -28,14 +28,14 @@ def test_m_step_respects_kl_bounds_and_raises_likelihood(env_id):
         weights = torch.softmax(score / eta, dim=1)
     m1, var = cvpo.particle_moments(particles, weights)
     before = cvpo.m_step_terms(actor, obs, old_mean, old_std, m1, var)[0].item()
-    duals = [1.0, 1.0]
+    duals = cvpo.MStepDuals()
     for _ in range(50):  # repeated updates on the same batch: the multipliers settle
         cvpo.m_step(actor, target_actor, actor_opt, obs, particles, weights, duals, args)
     log_lik, kl_mean, kl_std = cvpo.m_step_terms(actor, obs, old_mean, old_std, m1, var)
     assert log_lik.item() > before
     assert kl_mean.item() <= 1.5 * args.mstep_kl
     assert kl_std.item() <= 1.5 * args.mstep_kl_std
-    assert duals[0] >= 0 and duals[1] >= 0
+    assert duals.beta_mean >= 0 and duals.beta_std >= 0
 
 
 def test_m_step_multipliers_stay_in_their_box_on_an_unreachable_target():
@@ -49,11 +49,11 @@ def test_m_step_multipliers_stay_in_their_box_on_an_unreachable_target():
         old_mean, _ = target_actor(obs)
     particles = (old_mean + 5.0).unsqueeze(1).expand(-1, 4, -1)  # far outside any trust region
     weights = torch.full((64, 4), 0.25)
-    duals = [1.0, 1.0]
+    duals = cvpo.MStepDuals()
     for _ in range(20):
         cvpo.m_step(actor, target_actor, actor_opt, obs, particles, weights, duals, args)
-    assert duals[0] == pytest.approx(args.mstep_dual_max / args.mstep_kl)
-    assert duals[1] <= args.mstep_dual_max / args.mstep_kl_std
+    assert duals.beta_mean == pytest.approx(args.mstep_dual_max / args.mstep_kl)
+    assert duals.beta_std <= args.mstep_dual_max / args.mstep_kl_std
 
 
 def test_moment_form_equals_explicit_weighted_log_likelihood():

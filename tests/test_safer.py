@@ -45,7 +45,7 @@ def test_each_ablation_removes_exactly_its_term(flag, term):
     with torch.no_grad():
         old_mean, old_std = target_actor(obs)
         m1, var = safer.particle_moments(particles, weights)
-    duals = [0.7, 3.0, 2.0]
+    duals = safer.MStepDuals(0.7, 3.0, 2.0)
     terms, _ = safer.robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, (m1, var), (m1, var), duals, args)
     full = sum(terms[name] for name in safer.enabled_terms(args))
     ablated_args = dataclasses.replace(args, **{flag: True})
@@ -74,7 +74,8 @@ def test_executed_std_fit_fits_the_std_to_the_particles_clamped_to_the_box(monke
         old_mean, old_std = target_actor(obs)
     sampled = safer.particle_moments(particles, weights)
     executed = safer.particle_moments(particles.clamp(-1, 1), weights)
-    terms, _ = safer.robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, sampled, executed, [0, 0, 0], args)
+    terms, _ = safer.robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, sampled, executed,
+                                         safer.MStepDuals(0, 0, 0), args)
     mean, std = actor(obs)
 
     def log_lik(mean, std, targets):
@@ -94,7 +95,7 @@ def test_executed_std_fit_fits_the_std_to_the_particles_clamped_to_the_box(monke
     monkeypatch.setattr(safer, "robust_m_step_terms", recording_terms)
     for std_fit, std_target in (("sampled", sampled), ("executed", executed)):
         opt = torch.optim.SGD(actor.parameters(), lr=0.0)
-        safer.robust_m_step(actor, target_actor, opt, obs, obs_adv, particles, weights, [0.0, 0.0, 0.0],
+        safer.robust_m_step(actor, target_actor, opt, obs, obs_adv, particles, weights, safer.MStepDuals(0.0, 0.0, 0.0),
                             dataclasses.replace(args, std_fit=std_fit, mstep_iters=1))
         mean_target, got = seen.pop()
         assert all(torch.equal(g, w) for g, w in zip(mean_target + got, sampled + std_target))
@@ -104,10 +105,10 @@ def test_ablated_m_step_leaves_its_multiplier_alone_and_trains():
     args, actor, target_actor, obs, particles, weights = fixed_batch()
     args = dataclasses.replace(args, no_adv_kl=True)
     opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr)
-    duals = [1.0, 1.0, 5.0]
+    duals = safer.MStepDuals(1.0, 1.0, 5.0)
     before = [p.clone() for p in actor.parameters()]
     safer.robust_m_step(actor, target_actor, opt, obs, obs + 0.05, particles, weights, duals, args)
-    assert duals[2] == 5.0
+    assert duals.beta_adv == 5.0
     assert any(not torch.equal(a, b) for a, b in zip(before, actor.parameters()))
 
 
@@ -115,7 +116,7 @@ def test_adversarial_kl_within_bound_after_robust_m_step():
     args, actor, target_actor, obs, particles, weights = fixed_batch()
     obs_adv = obs + 3 * torch.randn_like(obs)  # a strong, fixed corruption
     opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr)
-    duals = [1.0, 1.0, 1.0]
+    duals = safer.MStepDuals()
     with torch.no_grad():
         mean, std = actor(obs)
         kl_start = safer.gaussian_kl(mean, std, *actor(obs_adv)).mean().item()
@@ -132,13 +133,13 @@ def test_adversarial_kl_within_bound_after_robust_m_step():
 def test_beta_adv_rises_when_violated_and_falls_to_zero_when_slack():
     args, actor, target_actor, obs, particles, weights = fixed_batch()
     opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr)
-    duals = [1.0, 1.0, 1.0]
+    duals = safer.MStepDuals()
     violated = obs + 3 * torch.randn_like(obs)
     safer.robust_m_step(actor, target_actor, opt, obs, violated, particles, weights, duals, args)
-    assert duals[2] > 1.0
+    assert duals.beta_adv > 1.0
     for _ in range(30):  # nu(s) = s: the KL is 0, the constraint slack
         safer.robust_m_step(actor, target_actor, opt, obs, obs, particles, weights, duals, args)
-    assert duals[2] == 0.0
+    assert duals.beta_adv == 0.0
 
 
 def test_every_m_step_multiplier_is_capped_in_units_of_its_bound():
@@ -154,10 +155,10 @@ def test_beta_adv_has_its_own_cap_in_units_of_xi_adv():
     args, actor, target_actor, obs, particles, weights = fixed_batch()
     assert (args.adv_dual_max, args.mstep_dual_max, args.xi_adv) == (0.03, 0.1, 0.012)
     opt = torch.optim.Adam(actor.parameters(), lr=args.actor_lr)
-    duals = [0.0, 0.0, 2.4]
+    duals = safer.MStepDuals(0.0, 0.0, 2.4)
     violated = obs + 3 * torch.randn_like(obs)
     safer.robust_m_step(actor, target_actor, opt, obs, violated, particles, weights, duals, args)
-    assert duals[2] == pytest.approx(0.03 / 0.012)
+    assert duals.beta_adv == pytest.approx(0.03 / 0.012)
     assert safer.dual_step(100.0, args.xi_adv, 1.0, args) == pytest.approx(0.1 / 0.012)
     assert safer.resolve_args(safer.Args(env_id="SafetyBallCircle-v0")).adv_dual_max == 0.1
 
@@ -204,7 +205,7 @@ def test_adversarial_kl_does_not_reward_a_wider_std_for_a_mean_shift():
         old_mean, old_std = target_actor(obs)
         m1, var = safer.particle_moments(particles, weights)
     terms, kls = safer.robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, (m1, var), (m1, var),
-                                           [1.0, 1.0, 1.0], args)
+                                           safer.MStepDuals(), args)
     terms["adv_kl"].backward()
     assert std_adv.grad.abs().max().item() < 1e-6
     assert (mean_adv.grad > 0).all()  # the mean at nu(s) is pulled back toward the benign mean
@@ -221,7 +222,7 @@ def test_adversarial_kl_is_measured_from_the_current_policy_decoupled():
         old_mean, old_std = target_actor(obs)
         m1, var = safer.particle_moments(particles, weights)
     obs_adv = obs + 0.05 * torch.sign(torch.randn_like(obs))
-    _, kls = safer.robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, (m1, var), (m1, var), [1.0, 1.0, 1.0],
+    _, kls = safer.robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, (m1, var), (m1, var), safer.MStepDuals(),
                                        args)
     with torch.no_grad():
         mean, std = actor(obs)
@@ -269,7 +270,7 @@ def test_split_adversarial_duals_bound_the_mean_and_std_parts_each():
         old_mean, old_std = target_actor(obs)
     moments = safer.particle_moments(particles, weights)
     split = dataclasses.replace(args, adv_kl_duals="split")
-    duals = [0.0, 0.0, 2.0, 3.0]
+    duals = safer.MStepDuals(0.0, 0.0, 2.0, 3.0)
     terms, kls = safer.robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, moments, moments, duals, split)
     assert kls["kl_adv"] == pytest.approx(kls["kl_adv_mean"] + kls["kl_adv_std"])
     assert terms["adv_kl"].item() == pytest.approx(2.0 * (kls["kl_adv_mean"] - args.xi_adv)
@@ -277,8 +278,8 @@ def test_split_adversarial_duals_bound_the_mean_and_std_parts_each():
     joint, _ = safer.robust_m_step_terms(actor, obs, obs_adv, old_mean, old_std, moments, moments, duals, args)
     assert joint["adv_kl"].item() == pytest.approx(2.0 * (kls["kl_adv"] - args.xi_adv), rel=1e-5)
     opt = torch.optim.SGD(actor.parameters(), lr=0.0)  # the multipliers' steps only
-    stepped = list(duals)
+    stepped = dataclasses.replace(duals)
     kls = safer.robust_m_step(actor, target_actor, opt, obs, obs_adv, particles, weights, stepped,
                               dataclasses.replace(split, mstep_iters=1))
-    assert stepped[2] == safer.dual_step(2.0, args.xi_adv, kls["kl_adv_mean"], split, args.adv_dual_max)
-    assert stepped[3] == safer.dual_step(3.0, args.xi_adv, kls["kl_adv_std"], split, args.adv_dual_max)
+    assert stepped.beta_adv == safer.dual_step(2.0, args.xi_adv, kls["kl_adv_mean"], split, args.adv_dual_max)
+    assert stepped.beta_adv_std == safer.dual_step(3.0, args.xi_adv, kls["kl_adv_std"], split, args.adv_dual_max)

@@ -1,5 +1,6 @@
 """The code every script carries a copy of: the copies are identical, and the pieces do what they say."""
 
+import difflib
 import importlib
 import inspect
 import os
@@ -17,16 +18,87 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OFF_POLICY = ("cvpo", "safer", "adv_cvpo")
 ON_POLICY = ("ppol", "sa_ppol", "adv_ppol")
 MODULES = {name: importlib.import_module(name) for name in OFF_POLICY + ON_POLICY}
-# each script's own: its flags, their checks, its loop, and SAFER's multiplier step with beta_adv's own cap
-OWN = {"Args", "resolve_args", "train", "dual_step"}
-# one copy per family: the off-policy scripts have two reward critics and a state-dependent std, and ADV-PPOL
-# ramps its attack as its authors did, exponentially in env steps
-PER_FAMILY = {"Actor", "evaluate", "save_checkpoint", "load_checkpoint", "eval_checkpoint", "eps_schedule"}
+MARKER = "# run plumbing"  # the comment line that opens the block every script ends with
+# each script's own: its flags, their bounds, its state, its update and loop, SAFER's multipliers and their step with
+# beta_adv's own cap, and the on-policy scripts' use of their attacks in the epoch's data and the policy update
+OWN = {"Args", "check_args", "TrainState", "update", "train", "MStepDuals", "dual_step", "epoch_data", "ppo_update"}
+# one copy per family: the off-policy scripts have two reward critics, target networks and a state-dependent std,
+# ADV-PPOL ramps its attack as its authors did (exponentially in env steps), and only the off-policy ones have
+# --preset fast
+PER_FAMILY = {"Actor", "eps_schedule", "build_networks", "attack_critics", "preset_values"}
+# the lines of each script's train that are not its family's first script's (cvpo.py, ppol.py), stripped: every
+# other line is the same in the whole family, so a copy that drifts fails here
+OWN_TRAIN_LINES = {
+    "safer": [
+        "eps_t = eps_schedule(run.epoch, args.eps, args.adv_start_epoch, args.adv_ramp_epochs)",
+        "# the behaviour agent is never attacked: every stored transition is benign",
+        "mean, std = actor(torch.as_tensor(obs, dtype=torch.float32, device=run.device))",
+        "s.buffer.add(obs, act, step.rew, step.cost, step.real_next_obs, step.terminated)",
+        "record(stats, update(s, batch, eps_t, args, qc_threshold, run.global_step))",
+        'run.end_epoch(obs, stats, {"charts/eps_t": eps_t})'],
+    "adv_cvpo": [
+        "eps_t = eps_schedule(run.epoch, args.eps, args.adv_start_epoch, args.adv_ramp_epochs)",
+        "# ADV-CVPO: the behaviour agent sees, and the buffer stores, MC-attacked observations nu(s)",
+        "seen_obs = obs",
+        "if not args.attack_buffer:",
+        "seen_obs = critic_attack(torch.as_tensor(obs, dtype=torch.float32, device=run.device), eps_t, actor,",
+        'nets["qc"], args.train_attack_steps, args.attack_lr).cpu().numpy()',
+        "record(stats, update(s, batch, eps_t, args, qc_threshold, run.global_step))",
+        'run.end_epoch(obs, stats, {"charts/eps_t": eps_t})'],
+    "sa_ppol": [
+        "# Algorithm 4, line 4: adversarial states for the whole rollout, once per epoch",
+        'obs_adv = perturb(args.attacker, data.obs, args.eps, actor, nets["qr"], nets["qc"], args.train_attack_steps,',
+        "args.attack_lr)",
+        "stats, actor_steps_done = ppo_update(s, data, obs_adv, lam, args, run.rng)"],
+    "adv_ppol": [
+        "eps_t = eps_schedule(run.global_step, args.eps, args.adv_start_steps, args.adv_ramp_steps)",
+        "def attack(states):  # nu(s) at this rollout's budget",
+        'return perturb(args.attacker, torch.as_tensor(states, device=run.device), eps_t, actor, nets["qr"],',
+        'nets["qc"], args.train_attack_steps, args.attack_lr)',
+        "# Algorithm 5, line 3: the agent acts on, and learns from, nu(s)",
+        "seen_obs = attack(obs.astype(np.float32))",
+        "mean, std = actor(seen_obs)",
+        "rollout.add(seen_obs.cpu().numpy(), act.cpu().numpy(), step.rew, step.cost, step.real_next_obs,",
+        "step.terminated, step.truncated, logp.cpu().numpy())",
+        "data = epoch_data(rollout, nets, lambda states: attack(states).cpu().numpy(), args, run.device)",
+        '"losses/actor_steps": actor_steps_done, "charts/eps_t": eps_t})'],
+}
+
+
+def marker_line(name):
+    """The number (from 0) of the line that opens the run plumbing block of name.py."""
+    with open(os.path.join(ROOT, f"{name}.py")) as f:
+        lines = f.read().splitlines()
+    marks = [i for i, line in enumerate(lines) if line.startswith(MARKER)]
+    assert len(marks) == 1, f"{name}.py has {len(marks)} lines starting with {MARKER!r}; one opens the block"
+    return marks[0]
+
+
+def plumbing_block(name):
+    """The text of name.py from the rule above the marker line to the end."""
+    with open(os.path.join(ROOT, f"{name}.py")) as f:
+        lines = f.read().splitlines(keepends=True)
+    return "".join(lines[marker_line(name) - 1:])
+
+
+def test_every_script_ends_with_the_same_run_plumbing_block():
+    """The plumbing each script needs to run safely is one block, byte for byte the same in all six."""
+    reference = plumbing_block("cvpo")
+    assert reference.startswith("# ====") and len(reference.splitlines()) > 500
+    for name in MODULES:
+        block = plumbing_block(name)
+        if block != reference:
+            first = next(i for i, (a, b) in enumerate(zip(reference.splitlines(), block.splitlines())) if a != b)
+            pytest.fail(f"{name}.py's run plumbing differs from cvpo.py's at its line {first + 1}: "
+                        f"{block.splitlines()[first]!r}")
 
 
 def definitions(module):
+    """The functions and classes the script defines above its run plumbing block (the block is checked whole)."""
+    above = marker_line(module.__name__)
     return {name: obj for name, obj in vars(module).items()
-            if (inspect.isfunction(obj) or inspect.isclass(obj)) and obj.__module__ == module.__name__}
+            if (inspect.isfunction(obj) or inspect.isclass(obj)) and obj.__module__ == module.__name__
+            and inspect.getsourcelines(obj)[1] <= above}
 
 
 def shared_names():
@@ -44,6 +116,24 @@ def test_every_copy_of_a_shared_definition_is_identical(name):
     for family in families:
         sources = {m: inspect.getsource(getattr(MODULES[m], name)) for m in family if hasattr(MODULES[m], name)}
         assert len(set(sources.values())) == 1, f"{name} differs between {', '.join(sources)}"
+
+
+def train_lines(name):
+    return [line.strip() for line in inspect.getsource(MODULES[name].train).splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("name", sorted(OWN_TRAIN_LINES))
+def test_train_differs_from_its_familys_first_script_only_in_its_own_lines(name):
+    reference = train_lines("cvpo" if name in OFF_POLICY else "ppol")
+    lines = train_lines(name)
+    matcher = difflib.SequenceMatcher(a=reference, b=lines, autojunk=False)
+    own = [line for tag, _, _, j1, j2 in matcher.get_opcodes() if tag != "equal" for line in lines[j1:j2]]
+    assert own == OWN_TRAIN_LINES[name]
+
+
+def test_train_reads_as_the_algorithms_loop_in_at_most_100_lines():
+    for name, module in MODULES.items():
+        assert len(inspect.getsource(module.train).splitlines()) <= 100, name
 
 
 def test_qc_threshold_spreads_the_episode_limit_evenly():

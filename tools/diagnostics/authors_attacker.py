@@ -97,20 +97,15 @@ if __name__ == "__main__":
         fail(f"--checkpoint {args.checkpoint!r} was written by {algo!r}, not one of {', '.join(SCRIPTS)}")
     script = importlib.import_module(algo)
     run_args = script.Args(eval_checkpoint=args.checkpoint, eval_episodes=args.episodes, device="cpu")
-    loaded = script.load_checkpoint(run_args)
-    if isinstance(loaded[0], dict):  # the on-policy family: (networks, step)
-        networks = loaded[0]
-        nets = (networks["actor"], networks["qr"], networks["qc"])
-    else:  # the off-policy family: (actor, qr1, qr2, qc, step)
-        nets = loaded[:4]
-    results = script.evaluate(*nets, run_args, attackers=("none", "mc"))
+    networks, _ = script.load_checkpoint(run_args)
+    results = script.evaluate(networks, run_args, attackers=("none", "mc"))
     warm_adam = WarmAdamAttacker(args.lr, args.max_iters, args.tol)
 
     def perturb_adam(attacker, obs, eps, policy, qr=None, qc=None, *rest):
         return warm_adam(obs, eps, policy, qc) if attacker == "mc" else attacks.perturb(attacker, obs, eps, policy,
                                                                                         qr, qc, *rest)
     script.perturb = perturb_adam
-    results["mc_adam"] = script.evaluate(*nets, run_args, attackers=("mc",))["mc"]
+    results["mc_adam"] = script.evaluate(networks, run_args, attackers=("mc",))["mc"]
     print(f"{run_args.env_id} {algo} seed {run_args.seed}, eps {run_args.eps}, {args.episodes} episodes per attacker")
     for name, r in results.items():
         print(f"{name:8s} reward {r['return_mean']:7.1f} +- {r['return_std']:6.1f}  "

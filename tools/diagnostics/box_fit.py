@@ -66,8 +66,8 @@ def load(path):
     script = importlib.import_module(ckpt["algo"])
     # the script's own loader checks the checkpoint (keys, checksum, finite weights, shapes) and builds the networks;
     # the run's arguments (particles, lam cap, cost limit) come from the checkpoint itself
-    actor, qr1, qr2, qc, _ = script.load_checkpoint(script.Args(eval_checkpoint=path, device="cpu"))
-    return ckpt, script, actor, (qr1, qr2, qc)
+    networks, _ = script.load_checkpoint(script.Args(eval_checkpoint=path, device="cpu"))
+    return ckpt, script, networks["actor"], (networks["qr1"], networks["qr2"], networks["qc"])
 
 
 def collect_states(script, env_id, actor, episodes, seed):

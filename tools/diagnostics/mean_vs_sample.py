@@ -110,7 +110,8 @@ def main(args):
                                             eval_episodes=args.episodes, eval_attackers=("none",)))
     for mode, policy in (("mean", actor), ("sample", SampledActor(actor, seed))):
         recorder = ActionRecorder(policy)
-        r = record[mode] = summary(cvpo.evaluate(recorder, *critics, eval_args)["none"], cost_limit, recorder.actions)
+        networks = dict(zip(("qr1", "qr2", "qc"), critics), actor=recorder)
+        r = record[mode] = summary(cvpo.evaluate(networks, eval_args)["none"], cost_limit, recorder.actions)
         print(f"{mode:6s} return {r['return_mean']:7.1f} +- {r['return_std']:5.1f}  cost {r['cost_mean']:6.2f} +- "
               f"{r['cost_std']:5.2f}  episodes over the limit: {r['episodes_over_limit']}/{r['episodes']}  "
               f"executed action mean {np.round(r['action_mean'], 3).tolist()} "

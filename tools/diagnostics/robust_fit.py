@@ -107,7 +107,7 @@ def eval_both(original, actor, critics, fit_args, args):
                         attack_steps=args.attack_steps)
     out = {}
     for name, policy in (("original", original), ("fitted", actor)):
-        results = safer.evaluate(policy, *critics, eval_args)
+        results = safer.evaluate(dict(zip(("qr1", "qr2", "qc"), critics), actor=policy), eval_args)
         out[name] = {k: dict(return_mean=r["return_mean"], cost_mean=r["cost_mean"]) for k, r in results.items()}
         print(name, "  ".join(f"{k}: return {r['return_mean']:.1f} cost {r['cost_mean']:.2f}"
                               for k, r in out[name].items()), flush=True)
@@ -132,7 +132,7 @@ def main(args):
     original.requires_grad_(False)
     target_actor.requires_grad_(False)
     actor_opt = torch.optim.Adam(actor.parameters(), lr=fit_args.actor_lr, fused=True)
-    duals = [1.0, 1.0, 1.0]
+    duals = safer.MStepDuals()
     rng = np.random.default_rng(args.seed)
     reports = []
 
@@ -140,7 +140,7 @@ def main(args):
         reports.append(fields)
         print("  ".join(f"{k} {v:.4g}" for k, v in fields.items()), flush=True)
 
-    report(update=0, eps_t=0.0, **measure(actor, original, critics[2], probe, fit_args.eps), beta_adv=duals[2])
+    report(update=0, eps_t=0.0, **measure(actor, original, critics[2], probe, fit_args.eps), beta_adv=duals.beta_adv)
     for update in range(1, args.updates + 1):
         eps_t = fit_args.eps * min(1.0, update / args.ramp_updates)
         obs = states[rng.integers(0, len(states), fit_args.batch_size)]
@@ -154,7 +154,7 @@ def main(args):
         target_actor.load_state_dict(actor.state_dict())
         if update % args.report_every == 0 or update == args.updates:
             report(update=update, eps_t=eps_t, **measure(actor, original, critics[2], probe, fit_args.eps),
-                   beta_adv=duals[2])
+                   beta_adv=duals.beta_adv)
     record = dict(checkpoint=os.path.abspath(args.checkpoint), env_id=ckpt["env_id"], eps=fit_args.eps,
                   xi_adv=fit_args.xi_adv, updates=args.updates, reports=reports,
                   evaluation=eval_both(original, actor, critics, fit_args, args))
