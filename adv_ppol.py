@@ -1281,7 +1281,8 @@ class Run:
         time_left = (f"ETA {minutes_left:.1f} min" if step > self.session_start_step
                      else "ETA after updates start")
         print(f"epoch {self.epoch} | step {step:,}/{self.end_step:,} ({100 * step / self.end_step:.0f}%) | "
-              f"{self.wall_time / 60:.1f} min, {time_left} | SPS {sps:.0f} | return {mean_ret:.1f} cost {mean_cost:.2f} | "
+              f"{self.wall_time / 60:.1f} min, {time_left} | SPS {sps:.0f} | return {mean_ret:.1f} "
+              f"cost {mean_cost:.2f} | "
               + " ".join(f"{label} {logged[key]:.3g}" for label, key in PROGRESS.items() if key in logged),
               flush=True)
         eval_start = time.time()
