@@ -489,3 +489,30 @@ def test_report_puts_the_selected_iterates_below_the_final_ones(tmp_path):
     row = lines.index(next(line for line in lines if line.startswith("| SAFER |")))
     assert lines[row + 1] == "| SAFER, selected | 1 | **350 / 0.00** | **340 / 1.00** | **360 / 2.00** |"
     assert "| SAFER, selected | 1 | 350.0+-0.0 / 0.00+-0.00 |" in report.markdown(final, selected)
+
+
+def same_results(*flags):
+    return launch.run([sys.executable, os.path.join(ROOT, "tools", "same_results.py"), *flags], cwd=ROOT, timeout=600)
+
+
+def test_same_results_refuses_a_folder_that_is_not_a_checkout(tmp_path):
+    proc = same_results("--before", str(tmp_path))
+    assert proc.returncode == 1 and "is not a checkout of this project" in proc.stderr
+    proc = same_results("--before", ROOT, "--scripts", "foo")
+    assert proc.returncode == 1 and "unknown script 'foo'" in proc.stderr
+
+
+@pytest.mark.slow
+def test_same_results_finds_a_checkout_identical_to_itself_and_a_changed_one_different(tmp_path):
+    proc = same_results("--before", ROOT, "--scripts", "ppol")
+    assert proc.returncode == 0 and proc.stdout.count("identical") == 1, proc.stdout + proc.stderr
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    for name in ("ppol.py", "attacks.py"):
+        text = open(os.path.join(ROOT, name)).read()
+        if name == "ppol.py":  # a different initial log-std: the same code path, other numbers
+            assert "torch.full((act_dim,), -0.5)" in text
+            text = text.replace("torch.full((act_dim,), -0.5)", "torch.full((act_dim,), -0.4)")
+        (changed / name).write_text(text)
+    proc = same_results("--before", ROOT, "--after", str(changed), "--scripts", "ppol")
+    assert proc.returncode == 1 and "DIFFERENT" in proc.stdout, proc.stdout + proc.stderr
