@@ -516,3 +516,22 @@ def test_same_results_finds_a_checkout_identical_to_itself_and_a_changed_one_dif
         (changed / name).write_text(text)
     proc = same_results("--before", ROOT, "--after", str(changed), "--scripts", "ppol")
     assert proc.returncode == 1 and "DIFFERENT" in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.slow  # a one-off diagnostic: checked on demand
+def test_box_fit_runs_the_scripts_e_step_on_a_checkpoint_and_writes_shares_of_the_box(tmp_path):
+    import torch
+    import cvpo
+    torch.manual_seed(0)
+    ckpt, out = tmp_path / "model.pt", tmp_path / "box.json"
+    args = cvpo.resolve_args(cvpo.Args(env_id="SafetyCarCircle-v0"))
+    cvpo.save_checkpoint(str(ckpt), cvpo.build_networks(8, 2), args, 8, 2, 0)
+    proc = launch.run([sys.executable, "-m", "tools.diagnostics.box_fit", "--checkpoints", str(ckpt), "--episodes",
+                       "1", "--states", "64", "--batch-size", "32", "--output", str(out)], cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    [record] = json.loads(out.read_text())
+    assert record["checkpoint"] == str(ckpt) and record["states"] == 64
+    for beyond, fit, clamped in zip(record["beyond"], record["fit_ratio"], record["clamped_ratio"]):
+        # the mean is inside the box, so clamping a particle never moves it away from the mean: the fit to the
+        # clamped particles can only be narrower
+        assert 0 < beyond < 1 and 0 < clamped <= fit

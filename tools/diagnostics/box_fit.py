@@ -25,6 +25,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import importlib
 import json
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Optional
 
 import numpy as np
@@ -103,8 +104,8 @@ def measure(path, args):
     x0, n = np.array([1.0, 1.0]), 0
     for first in range(0, len(states), args.batch_size):
         obs = states[first:first + args.batch_size]
-        particles, weights, eta, lam = script.e_step(obs, actor, qr1, qr2, qc, run["num_particles"], run["estep_kl"],
-                                                     qc_threshold, x0, run["lam_max"])
+        particles, weights, eta, lam = script.e_step(obs, actor, (qr1, qr2, qc), x0, qc_threshold,
+                                                     SimpleNamespace(**run))
         x0 = np.array([eta, lam])
         with torch.no_grad():
             old_mean, old_std = actor(obs)
