@@ -628,8 +628,8 @@ UPPER_BOUNDS = dict(total_timesteps=10**10, steps_per_epoch=10**7, num_envs=256,
 
 
 def check_values(args):
-    """Refuse what no run can use: an env whose steps carry no cost, a number that is not finite, a size beyond
-    UPPER_BOUNDS (the other checks of resolve_args say what each flag allows)."""
+    """Refuse what no run can use: an env whose steps carry no cost, a number that is not finite, negative, zero
+    where POSITIVE names it, or beyond UPPER_BOUNDS (check_args adds the script's own bounds)."""
     if not str(gym.spec(args.env_id).entry_point).startswith("bullet_safety_gym"):
         fail(f"--env-id {args.env_id}: not a bullet-safety-gym env, so its steps carry no cost signal "
              f"(info['cost']); use a Safety* env id")
@@ -641,6 +641,12 @@ def check_values(args):
             fail(f"{flag} must be a finite number, got {value}")
         if field.name in UPPER_BOUNDS and value is not None and value > UPPER_BOUNDS[field.name]:
             fail(f"{flag} must be at most {UPPER_BOUNDS[field.name]:,}, got {value:,}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if field.name in POSITIVE and not value > 0:
+            fail(f"{flag} must be a positive integer, got {value}")
+        if not value >= 0:
+            fail(f"{flag} must be >= 0, got {value}")
 
 
 def writable_file(path, flag):
@@ -668,14 +674,6 @@ def resolve_args(args):
         if getattr(args, name) is None:
             setattr(args, name, value)
     check_values(args)
-    for field in fields(args):
-        flag, value = f"--{field.name.replace('_', '-')}", getattr(args, field.name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        if field.name in POSITIVE and not value > 0:
-            fail(f"{flag} must be a positive integer, got {value}")
-        if not value >= 0:
-            fail(f"{flag} must be >= 0, got {value}")
     if not args.eps <= 1:
         fail(f"--eps must be in [0, 1] (observations are scaled to about unit range), got {args.eps}")
     for flag in ("eval_attackers", "eval_every_attackers"):
@@ -1374,13 +1372,13 @@ class Run:
               flush=True)
         eval_start = time.time()
         if self.finished or (args.eval_every and self.epoch % args.eval_every == 0):
-            self.evaluate()
+            self.evaluate_and_save()
         self.wall_time += time.time() - eval_start
         write_atomic(self.state_path, lambda tmp: torch.save(self.training_state(obs), tmp))
         self.saved_step, self.saved_epoch = step, self.epoch
         self.epoch_start_step, self.epoch_time = step, time.time()  # evaluation time is not training time
 
-    def evaluate(self):
+    def evaluate_and_save(self):
         """model.pt and its copy in checkpoints/, the evaluation under the attackers (evals.csv, TensorBoard),
         model_best.pt when the natural evaluation is the best so far, and at the end eval.json."""
         args, step, last = self.args, self.global_step, self.finished
